@@ -1,0 +1,171 @@
+"""The app factory and the extension other Quart apps install to use the guards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, g, request
+from quart.wrappers import Request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from . import migrations
+from .blueprints import auth as auth_routes
+from .blueprints import docs as docs_routes
+from .blueprints import health as health_routes
+from .blueprints import users as user_routes
+from .config import Settings, load_settings
+from .errors import APIError, ValidationFailed, error_for_status, render_problem
+from .http import validation_errors
+from .openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
+from .state import EXTENSION_KEY, AuthState
+
+logger = logging.getLogger("service")
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+class StrictRequest(Request):
+    """Quart's request, but a body that is not UTF-8 or not JSON is a 422, never a 500."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except UnicodeDecodeError as error:
+            if silent:
+                return None
+            return self.on_json_loading_failed(error)
+
+    def on_json_loading_failed(self, error: Exception | None) -> Any:
+        raise ValidationFailed(
+            [{"loc": ["body"], "msg": "The body is not valid UTF-8 JSON."}],
+            detail="The body is not valid UTF-8 JSON.",
+        )
+
+
+def problem_response(error: APIError) -> Response:
+    body, status, headers = render_problem(error)
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
+async def _api_error(error: APIError) -> Response:
+    return problem_response(error)
+
+
+async def _http_error(error: HTTPException) -> Response:
+    headers = {
+        name: value
+        for name, value in error.get_headers()
+        if name.lower() in ("allow", "retry-after")
+    }
+    return problem_response(error_for_status(error.code or 500, error.name, headers=headers))
+
+
+async def _schema_error(error: RequestSchemaValidationError) -> Response:
+    cause = error.validation_error
+    errors = (
+        validation_errors(cause)
+        if isinstance(cause, ValidationError)
+        else [{"loc": ["body"], "msg": str(cause)}]
+    )
+    return problem_response(ValidationFailed(errors))
+
+
+async def _unexpected(error: Exception) -> Response:
+    # The trace goes to the log, never to the client.
+    logger.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.path,
+        g.get("request_id"),
+        exc_info=error,
+    )
+    return problem_response(APIError())
+
+
+class AuthExtension:
+    """Install on any Quart app to use ``token_required``; ``mount_routes`` adds the API too."""
+
+    def __init__(
+        self,
+        app: Quart | None = None,
+        *,
+        settings: Settings | None = None,
+        mount_routes: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.mount_routes = mount_routes
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> None:
+        settings = self.settings if self.settings is not None else load_settings()
+        state = AuthState.build(settings)
+        app.extensions[EXTENSION_KEY] = state
+        app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+        if app.request_class is Request:
+            app.request_class = StrictRequest
+        app.register_error_handler(APIError, _api_error)
+        app.register_error_handler(RequestSchemaValidationError, _schema_error)
+        app.register_error_handler(HTTPException, _http_error)
+        app.register_error_handler(Exception, _unexpected)
+
+        @app.before_serving
+        async def _start() -> None:
+            if settings.is_sqlite and settings.auto_migrate:
+                await migrations.upgrade(state.database)
+            await state.hasher.dummy_hash()
+
+        @app.after_serving
+        async def _stop() -> None:
+            await state.close()
+
+        if self.mount_routes:
+            for module in (auth_routes, user_routes, health_routes):
+                app.register_blueprint(module.blueprint)
+
+
+def _package_version() -> str:
+    try:
+        return version("auth-service")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    app = Quart("service", static_folder=None)
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "auth-service", "version": _package_version()},
+        security_schemes=SECURITY_SCHEMES,
+        openapi_provider_class=AuthOpenAPIProvider,
+    )
+    AuthExtension(app, settings=settings, mount_routes=True)
+    app.register_blueprint(docs_routes.blueprint)
+
+    @app.before_request
+    async def _request_id() -> None:
+        supplied = request.headers.get("X-Request-ID", "")
+        g.request_id = supplied if REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
+
+    @app.after_request
+    async def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Request-ID", g.get("request_id") or "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.setdefault("Content-Security-Policy", API_CSP)
+        return response
+
+    return app

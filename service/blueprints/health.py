@@ -1,0 +1,34 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from quart import Blueprint, current_app
+from quart_schema import validate_response
+
+from service.db import UNAVAILABLE_ERRORS
+from service.errors import ServiceUnavailable
+from service.http import documents_errors
+from service.schemas import HealthOut, ReadyOut
+from service.state import get_state
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/health")
+@validate_response(HealthOut, 200)
+async def health() -> HealthOut:
+    """Liveness: the process answers; touches nothing"""
+    return HealthOut()
+
+
+@blueprint.get("/ready")
+@validate_response(ReadyOut, 200)
+@documents_errors(ServiceUnavailable)
+async def ready() -> ReadyOut:
+    """Readiness: the database answers"""
+    try:
+        await get_state().database.ping()
+    except UNAVAILABLE_ERRORS as exc:
+        current_app.logger.warning("readiness check failed: %s", exc.__class__.__name__)
+        raise ServiceUnavailable("The database is not reachable.") from None
+    return ReadyOut(checks={"database": "ok"})

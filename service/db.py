@@ -1,0 +1,110 @@
+"""Engines and sessions, built at startup from Settings.
+
+On SQLite there are two engines on the one file: readers begin deferred transactions, the writer
+begins ``BEGIN IMMEDIATE`` (so a writer waits on the busy timeout instead of failing on a lock
+upgrade) through a single connection, which serialises this process's writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from .config import Settings
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.database_url
+        if settings.is_sqlite:
+            _ensure_sqlite_directory(settings.database_url)
+            self.reader = _sqlite_engine(settings, begin="BEGIN", pool_size=settings.db_pool_size)
+            self.writer = _sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1)
+        else:
+            self.reader = create_async_engine(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                pool_timeout=settings.db_pool_timeout,
+                pool_pre_ping=True,
+            )
+            self.writer = self.reader
+        self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction; closing it rolls back whatever was not committed.
+
+        Loaded objects stay readable after the block (close detaches, it does not expire).
+        """
+        factory = self._write_sessions if write else self._read_sessions
+        async with factory() as session:
+            yield session
+
+    async def ping(self) -> None:
+        async with self.reader.connect() as connection:
+            await asyncio.wait_for(
+                connection.execute(text("SELECT 1")), timeout=self.settings.ready_timeout
+            )
+
+    async def dispose(self) -> None:
+        await self.reader.dispose()
+        if self.writer is not self.reader:
+            await self.writer.dispose()
+
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    DBAPIError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_engine(settings: Settings, *, begin: str, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        pool_size=pool_size,
+        max_overflow=0 if pool_size == 1 else 10,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+    )
+    busy_timeout = settings.sqlite_busy_timeout_ms
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine

@@ -1,0 +1,54 @@
+"""The OpenAPI document: quart-schema's, plus media types, problem responses and security."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart_schema import OpenAPIProvider
+from werkzeug.routing.rules import Rule
+
+from .errors import PROBLEM_CONTENT_TYPE
+from .http import MEDIA_TYPES_ATTRIBUTE, PROBLEMS_ATTRIBUTE
+from .schemas import Problem
+
+PROBLEM_REF = "#/components/schemas/Problem"
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"},
+    "oauth2": {
+        "type": "oauth2",
+        "flows": {"password": {"tokenUrl": "/token", "scopes": {}}},
+    },
+}
+STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content"}
+
+
+class AuthOpenAPIProvider(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        schema = super().schema()
+        problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema["components"]["schemas"].update(problem.pop("$defs", {}))
+        schema["components"]["schemas"]["Problem"] = problem
+        return schema
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        view = self._app.view_functions[rule.endpoint]
+        media_types = getattr(view, MEDIA_TYPES_ATTRIBUTE, None)
+        problems: dict[int, list[str]] = getattr(view, PROBLEMS_ATTRIBUTE, {})
+        for operation in paths[next(iter(paths))].values():
+            responses = operation["responses"] = dict(operation["responses"])
+            for status, response in responses.items():
+                if not response.get("description"):
+                    response["description"] = STATUS_TEXT.get(int(status), "Success")
+            for status, titles in sorted(problems.items()):
+                responses[status] = {
+                    "description": "; ".join(titles),
+                    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": PROBLEM_REF}}},
+                }
+            if media_types and "requestBody" in operation:
+                body_schema = next(iter(operation["requestBody"]["content"].values()))["schema"]
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {media: {"schema": body_schema} for media in media_types},
+                }
+        return paths, components

@@ -1,0 +1,151 @@
+"""Pydantic request and response models: what the contract says travels over HTTP."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+
+
+def _nfkc_length(password: str) -> str:
+    length = len(unicodedata.normalize("NFKC", password))
+    if not PASSWORD_MIN <= length <= PASSWORD_MAX:
+        raise ValueError(
+            f"Password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters (it has {length})."
+        )
+    return password
+
+
+def _no_controls(value: str) -> str:
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError("Control characters are not allowed.")
+    return value
+
+
+Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+NewPassword = Annotated[
+    str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX * 4), AfterValidator(_nfkc_length)
+]
+DisplayName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_no_controls),
+]
+LoginName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
+LoginPassword = Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX * 4)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class SignupRequest(Request):
+    username: Username
+    email: EmailStr = Field(max_length=254)
+    password: NewPassword
+    name: DisplayName | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower_email(cls, value: str) -> str:
+        return value.lower()
+
+
+class LoginRequest(Request):
+    username: LoginName = Field(description="A username or an email address.")
+    password: LoginPassword
+
+
+class TokenRequest(Request):
+    """OAuth2 token request (RFC 6749 §4.3): the password grant; JSON bodies may omit grant_type."""
+
+    grant_type: Literal["password", "refresh_token"] = "password"
+    username: LoginName | None = None
+    password: LoginPassword | None = None
+    refresh_token: str | None = Field(default=None, max_length=8192)
+    scope: str | None = Field(default=None, max_length=1024)
+    client_id: str | None = Field(default=None, max_length=256)
+    client_secret: str | None = Field(default=None, max_length=256)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    email: str
+    name: str | None
+    roles: list[str]
+    is_active: bool
+    created_at: datetime
+
+
+class ProtectedOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+
+
+class TokenPairOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_expires_in: int = Field(description="Seconds until the refresh token expires.")
+
+
+class TokenOut(TokenPairOut):
+    """The token pair, plus ``token`` (the access token again) and ``user_id``."""
+
+    token: str
+    user_id: uuid.UUID
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, Literal["ok"]]
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error the service answers with."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ValidationIssue] | None = None
+    error: str | None = Field(default=None, description="RFC 6749 §5.2 error (token endpoint).")
+    error_description: str | None = None
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+USERNAME_RE = re.compile(USERNAME_PATTERN)

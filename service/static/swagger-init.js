@@ -1,0 +1,14 @@
+// Swagger UI start-up, kept out of the page so the CSP needs no 'unsafe-inline' for scripts.
+window.addEventListener("load", function () {
+  var root = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({
+    url: root.dataset.openapiUrl,
+    oauth2RedirectUrl: new URL(root.dataset.oauth2RedirectUrl, window.location.href).href,
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    persistAuthorization: true,
+    tryItOutEnabled: true,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout",
+  });
+});

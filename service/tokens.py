@@ -1,0 +1,232 @@
+"""JWT encoding and verification: pure functions over PyJWT, no web framework, no database.
+
+Time is injectable (``now``) so expiry is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+from jwt.algorithms import get_default_algorithms
+
+from .errors import TokenExpired, TokenInvalid, WrongTokenType
+
+TokenType = Literal["access", "refresh"]
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "type", "iss", "aud")
+MAX_TOKEN_LENGTH = 8 * 1024
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One key: ``kid`` is the RFC 7638 thumbprint of its public (or, for HMAC, secret) JWK."""
+
+    algorithm: str
+    kid: str
+    signing: Any
+    verifying: Any
+    public_jwk: dict[str, Any] | None
+
+    @classmethod
+    def hmac(cls, algorithm: str, secret: bytes) -> SigningKey:
+        jwk = {"k": _b64(secret), "kty": "oct"}
+        return cls(algorithm, rfc7638_thumbprint(jwk), secret, secret, None)
+
+    @classmethod
+    def from_private_pem(cls, algorithm: str, pem: bytes) -> SigningKey:
+        implementation = get_default_algorithms()[algorithm]
+        private = implementation.prepare_key(pem)
+        public = private.public_key()
+        jwk: dict[str, Any] = json.loads(implementation.to_jwk(public))
+        kid = rfc7638_thumbprint(jwk)
+        jwk.update({"kid": kid, "alg": algorithm, "use": "sig"})
+        return cls(algorithm, kid, private, public, jwk)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def rfc7638_thumbprint(jwk: dict[str, Any]) -> str:
+    required = {
+        "oct": ("k", "kty"),
+        "RSA": ("e", "kty", "n"),
+        "EC": ("crv", "kty", "x", "y"),
+        "OKP": ("crv", "kty", "x"),
+    }[jwk["kty"]]
+    canonical = json.dumps({name: jwk[name] for name in required}, separators=(",", ":"))
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    key: SigningKey
+    issuer: str
+    audience: str
+    access_ttl: int
+    refresh_ttl: int
+    leeway: int = 30
+    previous_keys: Sequence[SigningKey] = ()
+
+
+@dataclass(frozen=True)
+class Claims:
+    subject: str
+    token_type: TokenType
+    jti: str
+    issued_at: int
+    expires_at: int
+    fresh: bool
+    roles: tuple[str, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: int
+
+
+def encode_token(
+    settings: TokenSettings,
+    *,
+    subject: str,
+    token_type: TokenType,
+    now: float | None = None,
+    fresh: bool = False,
+    roles: Sequence[str] = (),
+    extra_claims: dict[str, Any] | None = None,
+    ttl: int | None = None,
+) -> IssuedToken:
+    issued_at = int(time.time() if now is None else now)
+    lifetime = (
+        ttl
+        if ttl is not None
+        else (settings.access_ttl if token_type == "access" else settings.refresh_ttl)
+    )
+    jti = uuid.uuid4().hex
+    claims: dict[str, Any] = {**(extra_claims or {})}
+    claims.update(
+        {
+            "iss": settings.issuer,
+            "aud": settings.audience,
+            "sub": subject,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + lifetime,
+            "jti": jti,
+            "type": token_type,
+            "fresh": fresh,
+        }
+    )
+    if token_type == "access":
+        claims["roles"] = list(roles)
+    key = settings.key
+    token = jwt.encode(
+        claims, key.signing, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"}
+    )
+    return IssuedToken(token=token, jti=jti, expires_at=issued_at + lifetime)
+
+
+def decode_token(
+    settings: TokenSettings,
+    token: str,
+    *,
+    expected_type: TokenType,
+    now: float | None = None,
+) -> Claims:
+    """Verify ``token``; return its claims or raise TokenInvalid, TokenExpired, WrongTokenType.
+
+    The algorithm is pinned to the configured key's; keys named in the token (``jwk``, ``jku``,
+    ``x5u``) are never used; ``kid`` only selects among the configured keys.
+    """
+    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise TokenInvalid()
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid() from exc
+    if "crit" in header:
+        raise TokenInvalid("The token names critical header extensions this service does not know.")
+    key = _select_key(settings, header.get("kid"))
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            key.verifying,
+            algorithms=[key.algorithm],
+            audience=settings.audience,
+            issuer=settings.issuer,
+            leeway=settings.leeway,
+            # Time claims are checked below against the injectable clock.
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "strict_aud": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise TokenInvalid() from exc
+    _check_times(payload, time.time() if now is None else now, settings.leeway)
+    return _claims(payload, expected_type)
+
+
+def _check_times(payload: dict[str, Any], now: float, leeway: int) -> None:
+    times = {name: payload.get(name) for name in ("exp", "iat", "nbf")}
+    for name, value in times.items():
+        if value is None and name == "nbf":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TokenInvalid(f"The '{name}' claim must be a number.")
+    if float(payload["exp"]) <= now - leeway:
+        raise TokenExpired()
+    if float(payload["iat"]) > now + leeway:
+        raise TokenInvalid("The token was issued in the future.")
+    if payload.get("nbf") is not None and float(payload["nbf"]) > now + leeway:
+        raise TokenInvalid("The token is not valid yet.")
+
+
+def _select_key(settings: TokenSettings, kid: Any) -> SigningKey:
+    keys = (settings.key, *settings.previous_keys)
+    if kid is None and len(keys) == 1:
+        return settings.key
+    for key in keys:
+        if isinstance(kid, str) and secrets.compare_digest(key.kid, kid):
+            return key
+    raise TokenInvalid("The token was not signed by a key of this service.")
+
+
+def _claims(payload: dict[str, Any], expected_type: TokenType) -> Claims:
+    token_type = payload["type"]
+    if token_type not in ("access", "refresh"):
+        raise TokenInvalid()
+    if token_type != expected_type:
+        raise WrongTokenType(
+            f"This endpoint needs the {expected_type} token, not the {token_type}."
+        )
+    subject, jti, roles = payload["sub"], payload["jti"], payload.get("roles", [])
+    if not isinstance(subject, str) or not isinstance(jti, str) or not isinstance(roles, list):
+        raise TokenInvalid()
+    if not all(isinstance(role, str) for role in roles):
+        raise TokenInvalid()
+    return Claims(
+        subject=subject,
+        token_type=token_type,
+        jti=jti,
+        issued_at=int(payload["iat"]),
+        expires_at=int(payload["exp"]),
+        fresh=payload.get("fresh") is True,
+        roles=tuple(roles),
+        raw=payload,
+    )
