@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,11 @@ from tests.support import PASSWORD, Client, SignedUp, make_settings
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own AUTH_* variables never leak into a test."""
     for name in list(os.environ):
         if name.startswith("AUTH_"):
             monkeypatch.delenv(name)
-    yield
 
 
 @pytest.fixture

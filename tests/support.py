@@ -28,7 +28,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "hash_workers": 2,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @dataclass(frozen=True)
