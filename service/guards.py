@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
-from quart import current_app, g, request
+from quart import g, request
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
 from .auth import user_for_claims
@@ -44,7 +44,7 @@ async def verify_access_request() -> tuple[User, Claims]:
     return user, claims
 
 
-def token_required(view: Callable[P, Awaitable[R]] | Callable[P, R]) -> Callable[P, Awaitable[R]]:
+def token_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Refuse the request with a 401 unless it carries a valid access token of a live user."""
 
     @wraps(view)
@@ -52,7 +52,7 @@ def token_required(view: Callable[P, Awaitable[R]] | Callable[P, R]) -> Callable
         user, claims = await verify_access_request()
         setattr(g, _USER, user)
         setattr(g, _CLAIMS, claims)
-        return cast(R, await current_app.ensure_async(view)(*args, **kwargs))
+        return await view(*args, **kwargs)
 
     setattr(guarded, GUARD_ATTRIBUTE, "token_required")
     setattr(guarded, QUART_SCHEMA_SECURITY_ATTRIBUTE, SECURITY_REQUIREMENTS)

@@ -38,8 +38,15 @@ def _no_controls(value: str) -> str:
 
 
 Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+# Lengths count characters after NFKC, so the raw string is only bounded loosely here.
 NewPassword = Annotated[
-    str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX * 4), AfterValidator(_nfkc_length)
+    str,
+    Field(
+        min_length=1,
+        max_length=PASSWORD_MAX * 4,
+        description=f"{PASSWORD_MIN} to {PASSWORD_MAX} characters after NFKC normalisation.",
+    ),
+    AfterValidator(_nfkc_length),
 ]
 DisplayName = Annotated[
     str,

@@ -1,0 +1,129 @@
+"""Health, readiness, the OpenAPI document, and the documentation pages with local assets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from service.app import create_app
+from tests.support import Client, make_settings
+
+
+async def test_health_is_200(client: Client) -> None:
+    response = await client.get("/health")
+
+    assert response.status_code == 200
+    assert await response.get_json() == {"status": "ok"}
+
+
+async def test_ready_is_200_when_the_database_answers(client: Client) -> None:
+    response = await client.get("/ready")
+
+    assert response.status_code == 200
+    assert await response.get_json() == {"status": "ready", "checks": {"database": "ok"}}
+
+
+async def test_ready_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    # A directory where the database file should be: SQLite cannot open it.
+    blocked = tmp_path / "blocked.db"
+    blocked.mkdir()
+    settings = make_settings(
+        tmp_path, database_url=f"sqlite+aiosqlite:///{blocked}", auto_migrate=False
+    )
+    app = create_app(settings)
+
+    async with app.test_app():
+        response = await app.test_client().get("/ready")
+
+    assert response.status_code == 503
+    assert response.content_type == "application/problem+json"
+    assert (await response.get_json())["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def openapi(client: Client) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = await response.get_json()
+    return document
+
+
+async def test_openapi_is_3_1_with_bearer_and_password_flow(client: Client) -> None:
+    document = await openapi(client)
+
+    assert document["openapi"].startswith("3.1")
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["oauth2"]["flows"]["password"]["tokenUrl"] == "/token"
+
+
+async def test_openapi_marks_guarded_routes_and_only_those(client: Client) -> None:
+    paths = (await openapi(client))["paths"]
+
+    for path in ("/protected", "/me", "/users/{user_id}"):
+        assert paths[path]["get"]["security"] == [{"bearerAuth": []}, {"oauth2": []}]
+        assert "401" in paths[path]["get"]["responses"]
+    for path, method in (("/signup", "post"), ("/login", "post"), ("/token", "post")):
+        assert "security" not in paths[path][method]
+
+
+async def test_openapi_lists_each_status_with_the_problem_schema(client: Client) -> None:
+    paths = (await openapi(client))["paths"]
+    expected = {
+        ("/signup", "post"): {"201", "409", "413", "415", "422"},
+        ("/login", "post"): {"200", "401", "413", "415", "422"},
+        ("/token", "post"): {"200", "400", "413"},
+        ("/protected", "get"): {"200", "401"},
+        ("/me", "get"): {"200", "401"},
+        ("/ready", "get"): {"200", "503"},
+        ("/health", "get"): {"200"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert {str(status) for status in responses} == statuses, path
+        for status, response in responses.items():
+            if int(status) >= 400:
+                content = response["content"]["application/problem+json"]
+                assert content["schema"] == {"$ref": "#/components/schemas/Problem"}
+
+
+async def test_openapi_bodies_accept_json_and_forms(client: Client) -> None:
+    paths = (await openapi(client))["paths"]
+
+    assert set(paths["/signup"]["post"]["requestBody"]["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+    }
+    assert set(paths["/token"]["post"]["requestBody"]["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+    }
+
+
+async def test_docs_pages_load_assets_from_this_service(client: Client) -> None:
+    for page in ("/docs", "/redocs"):
+        response = await client.get(page)
+        assert response.status_code == 200
+        html = await response.get_data(as_text=True)
+        assert "http://" not in html
+        assert "https://" not in html
+        assert "<script>" not in html  # no inline script: the CSP allows only 'self'
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
+            assert asset.startswith("/docs/assets/")
+            asset_response = await client.get(asset)
+            assert asset_response.status_code == 200, asset
+            assert len(await asset_response.get_data()) > 100
+
+
+async def test_unknown_asset_is_404(client: Client) -> None:
+    response = await client.get("/docs/assets/..%2f..%2fconfig.py")
+
+    assert response.status_code == 404
+
+
+async def test_docs_work_on_a_second_app_too(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path))
+    async with app.test_app():
+        response = await app.test_client().get("/docs/assets/swagger-init.js")
+    assert response.status_code == 200

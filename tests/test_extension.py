@@ -1,0 +1,68 @@
+"""token_required on the routes of another Quart app that installs the auth extension."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quart import Quart
+
+from service import auth
+from service.app import AuthExtension
+from service.guards import current_user, token_required
+from service.state import get_state
+from tests.support import PASSWORD, make_settings
+
+
+@pytest.fixture
+async def other_app(tmp_path: Path) -> AsyncIterator[Quart]:
+    app = Quart("shop", static_folder=None)
+    AuthExtension(app, settings=make_settings(tmp_path))
+
+    @app.get("/orders")
+    @token_required
+    async def orders() -> dict[str, str]:
+        return {"owner": current_user().username}
+
+    @app.get("/open")
+    async def open_route() -> dict[str, str]:
+        return {"owner": current_user().username}
+
+    async with app.test_app():
+        yield app
+
+
+async def test_token_required_guards_another_apps_route(other_app: Quart) -> None:
+    state = get_state(other_app)
+    user = await auth.register(
+        state.database, state.hasher, username="shopper", email="s@x.io", password=PASSWORD
+    )
+    token = auth.issue_token_pair(state.tokens, user, fresh=True).access_token
+    client = other_app.test_client()
+
+    allowed = await client.get("/orders", headers={"Authorization": f"Bearer {token}"})
+    refused = await client.get("/orders")
+
+    assert allowed.status_code == 200
+    assert await allowed.get_json() == {"owner": "shopper"}
+    assert refused.status_code == 401
+    assert refused.content_type == "application/problem+json"
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="auth-service"'
+
+
+async def test_current_user_without_the_decorator_raises(other_app: Quart) -> None:
+    async with other_app.test_request_context("/open"):
+        with pytest.raises(RuntimeError, match="token_required"):
+            current_user()
+
+
+async def test_the_extension_mounts_no_routes_unless_asked(other_app: Quart) -> None:
+    endpoints = {rule.endpoint for rule in other_app.url_map.iter_rules()}
+
+    assert endpoints == {"orders", "open_route"}
+
+
+async def test_get_state_without_the_extension_says_so() -> None:
+    with pytest.raises(RuntimeError, match="AuthExtension"):
+        get_state(Quart("bare"))

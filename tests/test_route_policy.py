@@ -1,0 +1,40 @@
+"""Every route is either guarded or named here as public: a new route cannot be forgotten."""
+
+from __future__ import annotations
+
+from quart import Quart
+
+from service.guards import is_guarded
+
+PUBLIC_ENDPOINTS = {
+    "auth.signup",
+    "auth.login",
+    "auth.token",
+    "health.health",
+    "health.ready",
+    "openapi",
+    "docs.swagger_ui",
+    "docs.redoc_ui",
+    "docs.asset",
+}
+
+
+async def test_every_route_is_guarded_or_explicitly_public(app: Quart) -> None:
+    unguarded = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if not is_guarded(app.view_functions[rule.endpoint])
+    }
+
+    assert unguarded == PUBLIC_ENDPOINTS
+
+
+async def test_guarded_routes_answer_401_without_a_token(app: Quart) -> None:
+    client = app.test_client()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        path = rule.rule.replace("<uuid:user_id>", "5d3c1f7e-4a62-4f4b-9f57-1a2b3c4d5e6f")
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            response = await getattr(client, method.lower())(path)
+            assert response.status_code == 401, (method, path)
