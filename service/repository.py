@@ -40,9 +40,11 @@ class UserRepository:
             roles=sorted(set(roles)),
             is_active=True,
         )
-        self.session.add(user)
         try:
+            # Added inside the savepoint, so a duplicate rolls back only this insert and the
+            # session stays usable.
             async with self.session.begin_nested():
+                self.session.add(user)
                 await self.session.flush()
         except IntegrityError as exc:
             raise DuplicateUser(_duplicate_field(exc)) from exc

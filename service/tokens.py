@@ -48,6 +48,8 @@ class SigningKey:
         public = private.public_key()
         jwk: dict[str, Any] = json.loads(implementation.to_jwk(public))
         kid = rfc7638_thumbprint(jwk)
+        # RFC 7517 §4.3: "use" and "key_ops" should not appear together; keep "use".
+        jwk.pop("key_ops", None)
         jwk.update({"kid": kid, "alg": algorithm, "use": "sig"})
         return cls(algorithm, kid, private, public, jwk)
 
