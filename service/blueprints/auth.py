@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint, url_for
-from quart_schema import validate_response
+from quart_schema import tag_blueprint, validate_response
 
 from service import auth
 from service.errors import (
@@ -36,6 +36,7 @@ from service.schemas import (
 from service.state import get_state
 
 blueprint = Blueprint("auth", __name__)
+tag_blueprint(blueprint, ["auth"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

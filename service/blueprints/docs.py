@@ -21,6 +21,7 @@ ASSETS: dict[str, Path] = {
     "oauth2-redirect.js": _SWAGGER_DIR / "oauth2-redirect.js",
     "redoc.standalone.js": _REDOC_DIR / "redoc.standalone.js",
     "swagger-init.js": _OWN_DIR / "swagger-init.js",
+    "favicon-32x32.png": _SWAGGER_DIR / "favicon-32x32.png",
 }
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -33,6 +34,7 @@ SWAGGER_PAGE = """<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>auth-service API: Swagger UI</title>
+  <link rel="icon" href="{{ url_for('docs.asset', name='favicon-32x32.png') }}">
   <link rel="stylesheet" href="{{ url_for('docs.asset', name='swagger-ui.css') }}">
 </head>
 <body>
@@ -50,6 +52,7 @@ REDOC_PAGE = """<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>auth-service API: ReDoc</title>
+  <link rel="icon" href="{{ url_for('docs.asset', name='favicon-32x32.png') }}">
 </head>
 <body>
   <redoc spec-url="{{ url_for('openapi') }}"></redoc>

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint, current_app
-from quart_schema import validate_response
+from quart_schema import tag_blueprint, validate_response
 
 from service.db import UNAVAILABLE_ERRORS
 from service.errors import ServiceUnavailable
@@ -12,6 +12,7 @@ from service.schemas import HealthOut, ReadyOut
 from service.state import get_state
 
 blueprint = Blueprint("health", __name__)
+tag_blueprint(blueprint, ["operations"])
 
 
 @blueprint.get("/health")

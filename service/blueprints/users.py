@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from quart import Blueprint
-from quart_schema import validate_response
+from quart_schema import tag_blueprint, validate_response
 
 from service import auth
 from service.errors import NotFound
@@ -15,6 +15,7 @@ from service.schemas import ProtectedOut, UserOut
 from service.state import get_state
 
 blueprint = Blueprint("users", __name__)
+tag_blueprint(blueprint, ["users"])
 
 
 @blueprint.get("/protected")
