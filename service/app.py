@@ -19,6 +19,7 @@ from . import migrations
 from .blueprints import auth as auth_routes
 from .blueprints import docs as docs_routes
 from .blueprints import health as health_routes
+from .blueprints import keys as key_routes
 from .blueprints import users as user_routes
 from .config import Settings, load_settings
 from .errors import APIError, ValidationFailed, error_for_status, render_problem
@@ -128,7 +129,7 @@ class AuthExtension:
             await state.close()
 
         if self.mount_routes:
-            for module in (auth_routes, user_routes, health_routes):
+            for module in (auth_routes, user_routes, health_routes, key_routes):
                 app.register_blueprint(module.blueprint)
 
 

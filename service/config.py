@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(default=1_209_600, gt=0)
     redis_url: str | None = None
 
+    # Key rotation: keys that still verify (and are published in the JWKS) but no longer sign.
+    # Comma-separated: PEM file paths for asymmetric algorithms, secrets for HMAC.
+    jwt_previous_key_files: str = ""
+    jwt_previous_secrets: SecretStr | None = None
+
+    # Token lifecycle.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
+    refresh_family_ttl: int = Field(default=30 * 24 * 3600, gt=0)
+    cookie_secure: bool | None = None
+    allowed_origins: str = ""
+
     # Not in the contract's table: the team's own knobs, documented in the README.
     instance_path: Path = Path("instance")
     auto_migrate: bool = True
@@ -65,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.cookie_secure if self.cookie_secure is not None else self.env != "development"
 
 
 def resolve_jwt_secret(settings: Settings) -> bytes:
