@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from service.config import Settings
 from service.db import Database
 from service.models import Base

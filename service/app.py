@@ -17,12 +17,14 @@ from werkzeug.exceptions import HTTPException
 
 from . import migrations
 from .blueprints import auth as auth_routes
+from .blueprints import browser as browser_routes
 from .blueprints import docs as docs_routes
 from .blueprints import health as health_routes
 from .blueprints import keys as key_routes
 from .blueprints import users as user_routes
 from .config import Settings, load_settings
 from .errors import APIError, ValidationFailed, error_for_status, render_problem
+from .hooks import AuthHooks
 from .http import validation_errors
 from .openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
 from .state import EXTENSION_KEY, AuthState
@@ -99,16 +101,18 @@ class AuthExtension:
         app: Quart | None = None,
         *,
         settings: Settings | None = None,
+        hooks: AuthHooks | None = None,
         mount_routes: bool = False,
     ) -> None:
         self.settings = settings
+        self.hooks = hooks
         self.mount_routes = mount_routes
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
         settings = self.settings if self.settings is not None else load_settings()
-        state = AuthState.build(settings)
+        state = AuthState.build(settings, self.hooks)
         app.extensions[EXTENSION_KEY] = state
         app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
         if app.request_class is Request:
@@ -129,7 +133,8 @@ class AuthExtension:
             await state.close()
 
         if self.mount_routes:
-            for module in (auth_routes, user_routes, health_routes, key_routes):
+            modules = (auth_routes, browser_routes, user_routes, health_routes, key_routes)
+            for module in modules:
                 app.register_blueprint(module.blueprint)
 
 
@@ -140,7 +145,7 @@ def _package_version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings | None = None) -> Quart:
+def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = None) -> Quart:
     app = Quart("service", static_folder=None)
     QuartSchema(
         app,
@@ -152,7 +157,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         security_schemes=SECURITY_SCHEMES,
         openapi_provider_class=AuthOpenAPIProvider,
     )
-    AuthExtension(app, settings=settings, mount_routes=True)
+    AuthExtension(app, settings=settings, hooks=hooks, mount_routes=True)
     app.register_blueprint(docs_routes.blueprint)
 
     @app.before_request

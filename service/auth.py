@@ -5,17 +5,36 @@ Nothing here knows HTTP: callers pass plain values and get models, tokens or API
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from .db import Database
-from .errors import AccountDisabled, InvalidCredentials, NotFound, TokenInvalid, UserExists
-from .models import User
+from .errors import (
+    AccountDisabled,
+    CsrfFailed,
+    InvalidCredentials,
+    NotFound,
+    TokenExpired,
+    TokenInvalid,
+    TokenReused,
+    TokenRevoked,
+    UserExists,
+)
+from .hooks import AuthHooks
+from .models import RefreshFamily, User
 from .passwords import PasswordHasher
-from .repository import DuplicateUser, UserRepository
-from .tokens import Claims, TokenSettings, encode_token
+from .repository import (
+    DuplicateUser,
+    FamilyRepository,
+    RevocationRepository,
+    UserRepository,
+    load_token_subject,
+)
+from .tokens import Claims, TokenSettings, decode_token, encode_token
 
 
 class UnitOfWork:
@@ -30,6 +49,8 @@ class UnitOfWork:
         async with self._database.session(write=self._write) as session:
             self.session = session
             self.users = UserRepository(session)
+            self.families = FamilyRepository(session)
+            self.revocations = RevocationRepository(session)
             yield self
 
     async def commit(self) -> None:
@@ -49,7 +70,33 @@ class TokenPair:
     expires_in: int
     refresh_expires_in: int
     user_id: uuid.UUID
+    session_id: uuid.UUID
+    csrf: str | None = None
     token_type: str = "Bearer"
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How refresh families behave: the retry grace window and the absolute lifetime."""
+
+    reuse_grace_seconds: int = 10
+    family_ttl: int = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is asking, as recorded on the session (device) list."""
+
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
 
 
 async def register(
@@ -105,34 +152,154 @@ async def _store_upgraded_hash(database: Database, user_id: uuid.UUID, new_hash:
             await uow.commit()
 
 
-def issue_token_pair(settings: TokenSettings, user: User, *, fresh: bool) -> TokenPair:
-    subject = str(user.id)
+async def _mint(
+    tokens: TokenSettings,
+    user: User,
+    family: RefreshFamily,
+    *,
+    fresh: bool,
+    hooks: AuthHooks,
+    now: int,
+) -> TokenPair:
+    """The pair for ``family``'s current refresh token (re-signed identically if re-issued)."""
+    session_claims: dict[str, object] = {"sid": str(family.id), "ver": user.token_version}
+    if family.csrf is not None:
+        session_claims["csrf"] = family.csrf
+    extra = await hooks.additional_claims(user) if hooks.additional_claims else {}
     access = encode_token(
-        settings, subject=subject, token_type="access", fresh=fresh, roles=user.roles
+        tokens,
+        subject=str(user.id),
+        token_type="access",
+        fresh=fresh,
+        roles=user.roles,
+        extra_claims={**extra, **session_claims},
+        now=now,
     )
-    refresh = encode_token(settings, subject=subject, token_type="refresh")
+    refresh_expires = min(family.current_issued_at + tokens.refresh_ttl, _epoch(family.expires_at))
+    refresh = encode_token(
+        tokens,
+        subject=str(user.id),
+        token_type="refresh",
+        extra_claims=session_claims,
+        now=family.current_issued_at,
+        jti=family.current_jti,
+        expires_at=refresh_expires,
+    )
     return TokenPair(
         access_token=access.token,
         refresh_token=refresh.token,
-        expires_in=settings.access_ttl,
-        refresh_expires_in=settings.refresh_ttl,
+        expires_in=tokens.access_ttl,
+        refresh_expires_in=max(0, refresh_expires - now),
         user_id=user.id,
+        session_id=family.id,
+        csrf=family.csrf,
     )
 
 
-async def user_for_claims(database: Database, claims: Claims) -> User:
-    """The live user a verified token speaks for; deleted or disabled users are refused."""
+async def start_session(
+    database: Database,
+    tokens: TokenSettings,
+    user: User,
+    *,
+    policy: SessionPolicy,
+    client: Client,
+    hooks: AuthHooks,
+    with_csrf: bool = False,
+) -> TokenPair:
+    """A password login: a new refresh family (device) and a fresh token pair."""
+    now = _now()
+    async with unit_of_work(database, write=True) as uow:
+        family = await uow.families.add(
+            RefreshFamily(
+                id=uuid.uuid4(),
+                user_pk=user.pk,
+                current_jti=uuid.uuid4().hex,
+                current_issued_at=_epoch(now),
+                csrf=secrets.token_urlsafe(24) if with_csrf else None,
+                user_agent=(client.user_agent or "")[:255] or None,
+                ip=(client.ip or "")[:45] or None,
+                created_at=now,
+                last_used_at=now,
+                expires_at=now + timedelta(seconds=policy.family_ttl),
+            )
+        )
+        await uow.families.prune(now)
+        await uow.commit()
+    return await _mint(tokens, user, family, fresh=True, hooks=hooks, now=_epoch(now))
+
+
+async def refresh_session(
+    database: Database,
+    tokens: TokenSettings,
+    raw_token: str,
+    *,
+    policy: SessionPolicy,
+    hooks: AuthHooks,
+    csrf_header: str | None = None,
+    cookie: bool = False,
+) -> TokenPair:
+    """Rotate: spend the presented refresh token and issue the family's next pair.
+
+    A spent token presented again is reuse and revokes the family, except within the grace
+    window after its rotation, where the family's current pair is issued again (a client that
+    lost the answer and retries is not logged out, and no second branch is created).
+    """
+    claims = decode_token(tokens, raw_token, expected_type="refresh")
+    if cookie and not _csrf_matches(claims, csrf_header):
+        raise CsrfFailed()
+    family_id = _uuid_claim(claims.session_id)
+    user_id = _uuid_claim(claims.subject)
+    now = _now()
+    async with unit_of_work(database, write=True) as uow:
+        user = await uow.users.by_id(user_id)
+        if user is None:
+            raise TokenInvalid("The token's user does not exist.")
+        if not user.is_active:
+            raise AccountDisabled()
+        if claims.version != user.token_version:
+            raise TokenRevoked()
+        rotated = await uow.families.rotate(
+            family_id,
+            presented_jti=claims.jti,
+            new_jti=uuid.uuid4().hex,
+            issued_at=_epoch(now),
+            now=now,
+        )
+        family = await uow.families.by_id(family_id)
+        if family is None or family.user_pk != user.pk:
+            raise TokenInvalid()
+        if not rotated:
+            if family.revoked_at is not None:
+                raise TokenRevoked()
+            if family.expires_at <= now:
+                raise TokenExpired("The session reached its maximum lifetime; log in again.")
+            if not _is_retry(family, claims, policy, now):
+                await uow.families.revoke(family.id, reason="reuse", now=now)
+                await uow.commit()
+                raise TokenReused()
+        await uow.commit()
+    return await _mint(tokens, user, family, fresh=False, hooks=hooks, now=_epoch(now))
+
+
+def _is_retry(family: RefreshFamily, claims: Claims, policy: SessionPolicy, now: datetime) -> bool:
+    """The token spent by the latest rotation, shown again within the grace window."""
+    return (
+        family.previous_jti == claims.jti
+        and family.rotated_at is not None
+        and now - family.rotated_at <= timedelta(seconds=policy.reuse_grace_seconds)
+    )
+
+
+def _csrf_matches(claims: Claims, header: str | None) -> bool:
+    expected = claims.csrf
+    return bool(expected and header and secrets.compare_digest(expected, header))
+
+
+def _uuid_claim(value: str | None) -> uuid.UUID:
     try:
-        user_id = uuid.UUID(claims.subject)
+        return uuid.UUID(value or "")
     except ValueError as exc:
         raise TokenInvalid() from exc
-    async with unit_of_work(database) as uow:
-        user = await uow.users.by_id(user_id)
-    if user is None:
-        raise TokenInvalid("The token's user does not exist.")
-    if not user.is_active:
-        raise AccountDisabled()
-    return user
 
 
 async def get_user(database: Database, user_id: uuid.UUID) -> User:
@@ -143,10 +310,130 @@ async def get_user(database: Database, user_id: uuid.UUID) -> User:
     return user
 
 
+async def verify_access(database: Database, claims: Claims) -> User:
+    """The live user a verified access token speaks for, or why the token is refused.
+
+    One query reads the user, the token's session and its revocation: a logout, a
+    logout-everywhere, a password change, a role removal or a disabled account takes effect on
+    the very next request in every process.
+    """
+    user_id = _uuid_claim(claims.subject)
+    family_id = _uuid_claim(claims.session_id) if claims.session_id is not None else None
+    async with unit_of_work(database) as uow:
+        subject = await load_token_subject(
+            uow.session, user_id=user_id, family_id=family_id, jti=claims.jti
+        )
+    user = subject.user
+    if user is None:
+        raise TokenInvalid("The token's user does not exist.")
+    if not user.is_active:
+        raise AccountDisabled()
+    if claims.version != user.token_version or subject.family_revoked or subject.jti_revoked:
+        raise TokenRevoked()
+    return user
+
+
+async def logout(database: Database, claims: Claims) -> None:
+    """Revoke this access token and its session (refresh family)."""
+    now = _now()
+    async with unit_of_work(database, write=True) as uow:
+        await uow.revocations.revoke_jti(claims.jti, datetime.fromtimestamp(claims.expires_at, UTC))
+        if claims.session_id is not None:
+            await uow.families.revoke(_uuid_claim(claims.session_id), reason="logout", now=now)
+        await uow.revocations.prune(now)
+        await uow.commit()
+
+
+async def _revoke_everything(uow: UnitOfWork, user: User, *, reason: str) -> None:
+    """Every token issued so far stops working: a new version, every session revoked."""
+    user.token_version += 1
+    await uow.families.revoke_all(user.pk, reason=reason, now=_now())
+
+
+async def logout_all(database: Database, user_id: uuid.UUID) -> None:
+    async with unit_of_work(database, write=True) as uow:
+        user = await uow.users.by_id(user_id)
+        if user is not None:
+            await _revoke_everything(uow, user, reason="logout-all")
+            await uow.commit()
+
+
+async def change_password(
+    database: Database,
+    hasher: PasswordHasher,
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+    keep_session: uuid.UUID | None,
+) -> None:
+    """Check the current password, store the new hash, revoke every other session."""
+    verification = await hasher.verify(current_password, user.password_hash)
+    if not verification.ok:
+        raise InvalidCredentials("The current password is wrong.")
+    new_hash = await hasher.hash(new_password)
+    async with unit_of_work(database, write=True) as uow:
+        stored = await uow.users.by_id(user.id)
+        if stored is None:
+            raise TokenInvalid("The token's user does not exist.")
+        stored.password_hash = new_hash
+        await uow.families.revoke_all(
+            stored.pk, reason="password-change", now=_now(), keep=keep_session
+        )
+        await uow.commit()
+
+
+async def update_profile(
+    database: Database,
+    user_id: uuid.UUID,
+    *,
+    name: str | None,
+    email: str | None,
+    clear_name: bool = False,
+) -> User:
+    async with unit_of_work(database, write=True) as uow:
+        user = await uow.users.by_id(user_id)
+        if user is None:
+            raise TokenInvalid("The token's user does not exist.")
+        if name is not None or clear_name:
+            user.name = name
+        if email is not None:
+            user.email = email.lower()
+        try:
+            await uow.users.save()
+        except DuplicateUser as exc:
+            raise UserExists("This email is already registered.") from exc
+        await uow.commit()
+        return user
+
+
+async def list_sessions(database: Database, user: User) -> Sequence[RefreshFamily]:
+    async with unit_of_work(database) as uow:
+        return await uow.families.active_for_user(user.pk, _now())
+
+
+async def revoke_session(database: Database, user: User, session_id: uuid.UUID) -> None:
+    async with unit_of_work(database, write=True) as uow:
+        family = await uow.families.by_id(session_id)
+        if family is None or family.user_pk != user.pk or family.revoked_at is not None:
+            raise NotFound("No such session.")
+        await uow.families.revoke(session_id, reason="revoked-by-user", now=_now())
+        await uow.commit()
+
+
+async def list_users(database: Database, *, limit: int, after: uuid.UUID | None) -> Sequence[User]:
+    async with unit_of_work(database) as uow:
+        return await uow.users.page(limit=limit, after=after)
+
+
 async def set_roles(database: Database, login: str, roles: Sequence[str]) -> User:
+    """Replace the roles; removing any revokes the user's earlier tokens (they carry roles)."""
     async with unit_of_work(database, write=True) as uow:
         user = await _user_by_login(uow, login)
-        user.roles = sorted(set(roles))
+        new_roles = sorted(set(roles))
+        if set(user.roles) - set(new_roles):
+            await _revoke_everything(uow, user, reason="role-removed")
+        user.roles = new_roles
         await uow.commit()
         return user
 
@@ -154,6 +441,8 @@ async def set_roles(database: Database, login: str, roles: Sequence[str]) -> Use
 async def set_active(database: Database, login: str, *, active: bool) -> User:
     async with unit_of_work(database, write=True) as uow:
         user = await _user_by_login(uow, login)
+        if user.is_active and not active:
+            await _revoke_everything(uow, user, reason="disabled")
         user.is_active = active
         await uow.commit()
         return user

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -14,10 +17,13 @@ from . import auth, migrations
 from .config import ConfigError, load_settings
 from .errors import APIError
 from .http import validation_errors
+from .keys import GENERATED_ALGORITHMS, generate_private_key_pem, key_from_pem
 from .schemas import SignupRequest, UserOut
 from .state import AuthState
 
 Command = Callable[[AuthState, argparse.Namespace], Awaitable[str]]
+# Commands that need neither the settings nor the database (they run even when both are broken).
+LocalCommand = Callable[[argparse.Namespace], str]
 
 
 async def _db_upgrade(state: AuthState, args: argparse.Namespace) -> str:
@@ -75,6 +81,40 @@ async def _users_enable(state: AuthState, args: argparse.Namespace) -> str:
     return UserOut.model_validate(user).model_dump_json()
 
 
+def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
+    """Write ``content`` readable by the owner only; an existing file is kept unless ``force``.
+
+    The key is written to a staged file first, so ``path`` never holds half a key and is never
+    readable by others, not even for a moment.
+    """
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(staged, path)
+        else:
+            # link() creates the name only if it is absent: no check-then-write race.
+            os.link(staged, path)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+
+
+def _keys_generate(args: argparse.Namespace) -> str:
+    pem = generate_private_key_pem(args.algorithm)
+    write_private_file(args.out, pem, force=args.force)
+    return key_from_pem(args.algorithm, pem).kid
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     groups = parser.add_subparsers(dest="group", required=True)
@@ -107,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     enable = actions.add_parser("enable", help="enable a disabled user")
     enable.add_argument("username")
     enable.set_defaults(run=_users_enable)
+
+    keys = groups.add_parser("keys", help="signing keys (needs no database)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    generate = key_actions.add_parser(
+        "generate",
+        help="write a new private key (PKCS8 PEM, mode 0600) and print its kid",
+        description="Write a new private key for AUTH_JWT_PRIVATE_KEY_FILE and print its kid "
+        "(RFC 7638 thumbprint). To rotate, name the old file in AUTH_JWT_PREVIOUS_KEY_FILES.",
+    )
+    generate.add_argument("--algorithm", required=True, choices=GENERATED_ALGORITHMS)
+    generate.add_argument("--out", required=True, type=Path, metavar="FILE")
+    generate.add_argument("--force", action="store_true", help="overwrite an existing FILE")
+    generate.set_defaults(local=_keys_generate)
     return parser
 
 
@@ -122,8 +175,9 @@ async def _run(command: Command, args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    local: LocalCommand | None = getattr(args, "local", None)
     try:
-        print(asyncio.run(_run(args.run, args)))
+        print(local(args) if local is not None else asyncio.run(_run(args.run, args)))
     except (ConfigError, APIError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -170,6 +170,18 @@ class TokenRevoked(Unauthorized):
     default_detail = "The token has been revoked."
 
 
+class TokenReused(Unauthorized):
+    code = ErrorCode.TOKEN_REUSED
+    title = "Token reused"
+    default_detail = "This refresh token was already used; the session has been revoked."
+
+
+class FreshTokenRequired(Unauthorized):
+    code = ErrorCode.FRESH_TOKEN_REQUIRED
+    title = "Fresh token required"
+    default_detail = "Log in with your password again to do this."
+
+
 class WrongTokenType(Unauthorized):
     code = ErrorCode.WRONG_TOKEN_TYPE
     title = "Wrong token type"
@@ -189,6 +201,15 @@ class Forbidden(APIError):
     def headers(self) -> dict[str, str]:
         challenge = f'Bearer realm="{REALM}", error="insufficient_scope"'
         return {**super().headers(), "WWW-Authenticate": challenge}
+
+
+class CsrfFailed(Forbidden):
+    code = ErrorCode.CSRF_FAILED
+    title = "CSRF check failed"
+    default_detail = "Send the X-CSRF-Token header from the csrf_access_token cookie."
+
+    def headers(self) -> dict[str, str]:
+        return APIError.headers(self)
 
 
 class InsufficientRole(Forbidden):

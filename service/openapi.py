@@ -7,7 +7,7 @@ from typing import Any
 from quart_schema import OpenAPIProvider
 from werkzeug.routing.rules import Rule
 
-from .errors import PROBLEM_CONTENT_TYPE
+from .errors import PROBLEM_CONTENT_TYPE, CsrfFailed
 from .http import MEDIA_TYPES_ATTRIBUTE, PROBLEMS_ATTRIBUTE
 from .schemas import Problem
 
@@ -19,6 +19,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "flows": {"password": {"tokenUrl": "/token", "scopes": {}}},
     },
 }
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content"}
 
 
@@ -35,12 +36,16 @@ class AuthOpenAPIProvider(OpenAPIProvider):
         view = self._app.view_functions[rule.endpoint]
         media_types = getattr(view, MEDIA_TYPES_ATTRIBUTE, None)
         problems: dict[int, list[str]] = getattr(view, PROBLEMS_ATTRIBUTE, {})
-        for operation in paths[next(iter(paths))].values():
+        guarded = getattr(view, "_auth_guard", None) is not None
+        for method, operation in paths[next(iter(paths))].items():
+            method_problems = {status: list(titles) for status, titles in problems.items()}
+            if guarded and method.upper() in UNSAFE_METHODS:
+                method_problems.setdefault(CsrfFailed.status, []).append(CsrfFailed.title)
             responses = operation["responses"] = dict(operation["responses"])
             for status, response in responses.items():
                 if not response.get("description"):
                     response["description"] = STATUS_TEXT.get(int(status), "Success")
-            for status, titles in sorted(problems.items()):
+            for status, titles in sorted(method_problems.items()):
                 responses[status] = {
                     "description": "; ".join(titles),
                     "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": PROBLEM_REF}}},

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -14,6 +13,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    RootModel,
     StringConstraints,
     field_validator,
 )
@@ -90,6 +90,56 @@ class TokenRequest(Request):
     client_secret: str | None = Field(default=None, max_length=256)
 
 
+class RefreshRequest(Request):
+    refresh_token: str | None = Field(default=None, max_length=8192)
+
+
+class ProfileUpdate(Request):
+    """Only the fields sent change; changing the email needs a fresh token."""
+
+    name: DisplayName | None = None
+    email: EmailStr | None = Field(default=None, max_length=254)
+
+
+class PasswordChange(Request):
+    current_password: LoginPassword
+    new_password: NewPassword
+
+
+class CookieLoginOut(BaseModel):
+    """The user object plus the CSRF token to echo in ``X-CSRF-Token``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    email: str
+    name: str | None
+    roles: list[str]
+    is_active: bool
+    created_at: datetime
+    csrf_token: str
+
+
+class SessionOut(BaseModel):
+    """A login session (device): one refresh token family."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool = False
+
+
+class AdminUsersQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: uuid.UUID | None = None
+
+
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -151,8 +201,5 @@ class Problem(BaseModel):
     error_description: str | None = None
 
 
-def dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")
-
-
-USERNAME_RE = re.compile(USERNAME_PATTERN)
+SessionList = RootModel[list[SessionOut]]
+UserList = RootModel[list[UserOut]]

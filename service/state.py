@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from quart import Quart, current_app
 
+from .auth import SessionPolicy
 from .config import ConfigError, Settings, resolve_jwt_secret
 from .db import Database
+from .hooks import AuthHooks
+from .keys import load_previous_keys, load_private_key
 from .passwords import PasswordHasher
 from .tokens import HMAC_ALGORITHMS, SigningKey, TokenSettings
 
@@ -20,14 +23,21 @@ class AuthState:
     database: Database
     hasher: PasswordHasher
     tokens: TokenSettings
+    policy: SessionPolicy
+    hooks: AuthHooks
 
     @classmethod
-    def build(cls, settings: Settings) -> AuthState:
+    def build(cls, settings: Settings, hooks: AuthHooks | None = None) -> AuthState:
         return cls(
             settings=settings,
             database=Database(settings),
             hasher=PasswordHasher(settings),
             tokens=token_settings(settings),
+            policy=SessionPolicy(
+                reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+                family_ttl=settings.refresh_family_ttl,
+            ),
+            hooks=hooks or AuthHooks(),
         )
 
     async def close(self) -> None:
@@ -42,13 +52,11 @@ def token_settings(settings: Settings) -> TokenSettings:
     else:
         if settings.jwt_private_key_file is None:
             raise ConfigError(f"AUTH_JWT_ALGORITHM={algorithm} needs AUTH_JWT_PRIVATE_KEY_FILE")
-        try:
-            pem = settings.jwt_private_key_file.read_bytes()
-            key = SigningKey.from_private_pem(algorithm, pem)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"AUTH_JWT_PRIVATE_KEY_FILE {settings.jwt_private_key_file}: {exc}"
-            ) from exc
+        # load_private_key also turns a key of the wrong type (PyJWT's InvalidKeyError) or a
+        # public-key PEM into the one-line ConfigError, not a traceback.
+        key = load_private_key(
+            algorithm, settings.jwt_private_key_file, "AUTH_JWT_PRIVATE_KEY_FILE"
+        )
     return TokenSettings(
         key=key,
         issuer=settings.jwt_issuer,
@@ -56,6 +64,7 @@ def token_settings(settings: Settings) -> TokenSettings:
         access_ttl=settings.access_token_ttl,
         refresh_ttl=settings.refresh_token_ttl,
         leeway=settings.jwt_leeway,
+        previous_keys=load_previous_keys(settings),
     )
 
 

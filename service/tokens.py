@@ -91,6 +91,23 @@ class Claims:
     roles: tuple[str, ...]
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    @property
+    def session_id(self) -> str | None:
+        """``sid``: the refresh family (login session) the token belongs to."""
+        value = self.raw.get("sid")
+        return value if isinstance(value, str) else None
+
+    @property
+    def csrf(self) -> str | None:
+        value = self.raw.get("csrf")
+        return value if isinstance(value, str) else None
+
+    @property
+    def version(self) -> int:
+        """``ver``: the user's token version when the token was issued (0 when absent)."""
+        value = self.raw.get("ver", 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
 
 @dataclass(frozen=True)
 class IssuedToken:
@@ -109,14 +126,15 @@ def encode_token(
     roles: Sequence[str] = (),
     extra_claims: dict[str, Any] | None = None,
     ttl: int | None = None,
+    jti: str | None = None,
+    expires_at: int | None = None,
 ) -> IssuedToken:
+    """Sign a token. ``jti`` and ``expires_at`` are for re-issuing a known token exactly."""
     issued_at = int(time.time() if now is None else now)
-    lifetime = (
-        ttl
-        if ttl is not None
-        else (settings.access_ttl if token_type == "access" else settings.refresh_ttl)
-    )
-    jti = uuid.uuid4().hex
+    if expires_at is None:
+        default_ttl = settings.access_ttl if token_type == "access" else settings.refresh_ttl
+        expires_at = issued_at + (ttl if ttl is not None else default_ttl)
+    token_id = jti if jti is not None else uuid.uuid4().hex
     claims: dict[str, Any] = {**(extra_claims or {})}
     claims.update(
         {
@@ -125,8 +143,8 @@ def encode_token(
             "sub": subject,
             "iat": issued_at,
             "nbf": issued_at,
-            "exp": issued_at + lifetime,
-            "jti": jti,
+            "exp": expires_at,
+            "jti": token_id,
             "type": token_type,
             "fresh": fresh,
         }
@@ -137,7 +155,7 @@ def encode_token(
     token = jwt.encode(
         claims, key.signing, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"}
     )
-    return IssuedToken(token=token, jti=jti, expires_at=issued_at + lifetime)
+    return IssuedToken(token=token, jti=token_id, expires_at=expires_at)
 
 
 def decode_token(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quart import Quart
 from quart.typing import TestClientProtocol
 
+from service.app import create_app
 from service.config import Settings
+from service.hooks import AuthHooks
 
 # Aliased so pytest does not try to collect a class whose name starts with "Test".
 Client = TestClientProtocol
@@ -37,3 +42,31 @@ class SignedUp:
     username: str
     email: str
     password: str
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, hooks: AuthHooks | None = None) -> AsyncIterator[Quart]:
+    """An app on ``settings`` with start-up (migrations) done; closed after the block."""
+    app = create_app(settings, hooks=hooks)
+    async with app.test_app():
+        yield app
+
+
+async def signup_and_login(
+    client: Client, username: str = "alice", password: str = PASSWORD, **login_headers: str
+) -> dict[str, Any]:
+    """Sign a user up (if new) and log in: the token pair."""
+    await client.post(
+        "/signup",
+        json={"username": username, "email": f"{username}@example.com", "password": password},
+    )
+    response = await client.post(
+        "/login", json={"username": username, "password": password}, headers=login_headers
+    )
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    pair: dict[str, Any] = await response.get_json()
+    return pair
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

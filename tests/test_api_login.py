@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jwt
 import pytest
 from quart import Quart
@@ -155,13 +157,33 @@ async def test_token_unknown_grant_type_is_rejected(client: Client) -> None:
     assert (await response.get_json())["error"] in {"unsupported_grant_type", "invalid_request"}
 
 
-async def test_token_refresh_grant_is_not_offered_yet(client: Client, user: SignedUp) -> None:
+async def test_token_refresh_grant_rotates(client: Client, tokens: dict[str, Any]) -> None:
+    response = await client.post(
+        "/token", form={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert body["refresh_token"] != tokens["refresh_token"]
+    assert body["token"] == body["access_token"]
+
+
+async def test_token_refresh_grant_with_garbage_is_invalid_grant(client: Client) -> None:
     response = await client.post(
         "/token", form={"grant_type": "refresh_token", "refresh_token": "x.y.z"}
     )
 
     assert response.status_code == 400
-    assert (await response.get_json())["error"] == "unsupported_grant_type"
+    body = await response.get_json()
+    assert body["error"] == "invalid_grant"
+    assert body["code"] == "TOKEN_INVALID"
+
+
+async def test_token_refresh_grant_without_the_token_is_invalid_request(client: Client) -> None:
+    response = await client.post("/token", form={"grant_type": "refresh_token"})
+
+    assert response.status_code == 400
+    assert (await response.get_json())["error"] == "invalid_request"
 
 
 async def test_token_wrong_content_type_is_invalid_request(client: Client) -> None:

@@ -38,7 +38,15 @@ async def test_token_required_guards_another_apps_route(other_app: Quart) -> Non
     user = await auth.register(
         state.database, state.hasher, username="shopper", email="s@x.io", password=PASSWORD
     )
-    token = auth.issue_token_pair(state.tokens, user, fresh=True).access_token
+    pair = await auth.start_session(
+        state.database,
+        state.tokens,
+        user,
+        policy=state.policy,
+        client=auth.Client(),
+        hooks=state.hooks,
+    )
+    token = pair.access_token
     client = other_app.test_client()
 
     allowed = await client.get("/orders", headers={"Authorization": f"Bearer {token}"})

@@ -335,19 +335,19 @@ async def test_bcrypt_user_with_a_wrong_password_keeps_the_bcrypt_hash(
     assert stored.password_hash == legacy
 
 
-async def test_user_for_claims_returns_the_active_user(
+async def test_verify_access_returns_the_active_user(
     database: Database, hasher: PasswordHasher
 ) -> None:
     registered = await auth.register(
         database, hasher, username="alice", email="alice@example.com", password=PASSWORD
     )
 
-    user = await auth.user_for_claims(database, claims_for(str(registered.id)))
+    user = await auth.verify_access(database, claims_for(str(registered.id)))
 
     assert user.id == registered.id
 
 
-async def test_user_for_claims_refuses_a_disabled_user(
+async def test_verify_access_refuses_a_disabled_user(
     database: Database, hasher: PasswordHasher
 ) -> None:
     registered = await auth.register(
@@ -356,10 +356,10 @@ async def test_user_for_claims_refuses_a_disabled_user(
     await auth.set_active(database, "alice", active=False)
 
     with pytest.raises(AccountDisabled):
-        await auth.user_for_claims(database, claims_for(str(registered.id)))
+        await auth.verify_access(database, claims_for(str(registered.id)))
 
 
-async def test_user_for_claims_refuses_a_deleted_user(
+async def test_verify_access_refuses_a_deleted_user(
     database: Database, hasher: PasswordHasher
 ) -> None:
     registered = await auth.register(
@@ -372,12 +372,12 @@ async def test_user_for_claims_refuses_a_deleted_user(
         await session.commit()
 
     with pytest.raises(TokenInvalid):
-        await auth.user_for_claims(database, claims_for(str(registered.id)))
+        await auth.verify_access(database, claims_for(str(registered.id)))
 
 
 @pytest.mark.parametrize("subject", [str(uuid.uuid4()), "not-a-uuid", "", "1"])
-async def test_user_for_claims_refuses_an_unknown_subject(database: Database, subject: str) -> None:
+async def test_verify_access_refuses_an_unknown_subject(database: Database, subject: str) -> None:
     await add_user(database)
 
     with pytest.raises(TokenInvalid):
-        await auth.user_for_claims(database, claims_for(subject))
+        await auth.verify_access(database, claims_for(subject))

@@ -1,20 +1,28 @@
-"""Signup, login and the OAuth2 token endpoint."""
+"""Signup, login, the OAuth2 token endpoint, refresh and logout."""
 
 from __future__ import annotations
 
-from quart import Blueprint, url_for
+from quart import Blueprint, request, url_for
 from quart_schema import tag_blueprint, validate_response
 
 from service import auth
+from service.blueprints.common import NO_STORE, attach_session_cookies, client_info, pair_out
 from service.errors import (
-    ErrorCode,
+    CsrfFailed,
     InvalidCredentials,
     OAuthError,
     PayloadTooLarge,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenReused,
+    TokenRevoked,
     UnsupportedMediaType,
     UserExists,
     ValidationFailed,
+    WrongTokenType,
 )
+from service.guards import REFRESH_COOKIE, current_claims, current_user, token_required
 from service.http import (
     FORM_TYPE,
     JSON_TYPE,
@@ -27,6 +35,7 @@ from service.http import (
 )
 from service.schemas import (
     LoginRequest,
+    RefreshRequest,
     SignupRequest,
     TokenOut,
     TokenPairOut,
@@ -38,16 +47,7 @@ from service.state import get_state
 blueprint = Blueprint("auth", __name__)
 tag_blueprint(blueprint, ["auth"])
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _pair_out(pair: auth.TokenPair) -> TokenPairOut:
-    return TokenPairOut(
-        access_token=pair.access_token,
-        refresh_token=pair.refresh_token,
-        expires_in=pair.expires_in,
-        refresh_expires_in=pair.refresh_expires_in,
-    )
+REFRESH_ERRORS = (TokenMissing, TokenInvalid, TokenExpired, TokenRevoked, TokenReused)
 
 
 @blueprint.post("/signup")
@@ -72,6 +72,20 @@ async def signup(data: SignupRequest) -> ModelResponse:
     return UserOut.model_validate(user), 201, {"Location": location}
 
 
+async def _password_login(username: str, password: str, *, cookie: bool) -> auth.TokenPair:
+    state = get_state()
+    user = await auth.authenticate(state.database, state.hasher, login=username, password=password)
+    return await auth.start_session(
+        state.database,
+        state.tokens,
+        user,
+        policy=state.policy,
+        client=client_info(),
+        hooks=state.hooks,
+        with_csrf=cookie,
+    )
+
+
 @blueprint.post("/login")
 @validate_body(LoginRequest)
 @validate_response(TokenPairOut, 200)
@@ -79,14 +93,23 @@ async def signup(data: SignupRequest) -> ModelResponse:
 async def login(data: LoginRequest) -> ModelResponse:
     """Log in with a username (or email) and password
 
-    Returns a fresh access token and a refresh token.
+    Starts a session (device) and returns a fresh access token and a refresh token.
     """
+    pair = await _password_login(data.username, data.password, cookie=False)
+    return pair_out(pair), 200, NO_STORE
+
+
+async def _refresh(raw_token: str, *, cookie: bool = False) -> auth.TokenPair:
     state = get_state()
-    user = await auth.authenticate(
-        state.database, state.hasher, login=data.username, password=data.password
+    return await auth.refresh_session(
+        state.database,
+        state.tokens,
+        raw_token,
+        policy=state.policy,
+        hooks=state.hooks,
+        csrf_header=request.headers.get("X-CSRF-Token"),
+        cookie=cookie,
     )
-    pair = auth.issue_token_pair(state.tokens, user, fresh=True)
-    return _pair_out(pair), 200, NO_STORE
 
 
 @blueprint.post("/token")
@@ -96,31 +119,81 @@ async def login(data: LoginRequest) -> ModelResponse:
 async def token() -> ModelResponse:
     """OAuth2 token endpoint (RFC 6749)
 
-    Form `grant_type=password` with `username` and `password`, or a JSON body
-    `{"username", "password"}`. Errors follow RFC 6749 §5.2 (status 400, an `error` field).
+    Form `grant_type=password` with `username` and `password`, or `grant_type=refresh_token`
+    with `refresh_token`; a JSON body `{"username", "password"}` is accepted too. Errors follow
+    RFC 6749 §5.2: status 400 and an `error` field.
     """
     try:
         data = parse_model(TokenRequest, await read_body((FORM_TYPE, JSON_TYPE)))
-        if data.grant_type != "password":
-            raise OAuthError(
-                "unsupported_grant_type",
-                ErrorCode.UNSUPPORTED_GRANT_TYPE,
-                f"grant_type={data.grant_type} is not supported yet.",
-            )
-        if data.username is None or data.password is None:
-            raise ValidationFailed(
-                [
-                    {"loc": ["body", name], "msg": "Field required"}
-                    for name in ("username", "password")
-                    if getattr(data, name) is None
-                ]
-            )
-        state = get_state()
-        user = await auth.authenticate(
-            state.database, state.hasher, login=data.username, password=data.password
-        )
+        if data.grant_type == "refresh_token":
+            if not data.refresh_token:
+                raise _missing("refresh_token")
+            pair = await _refresh(data.refresh_token)
+        else:
+            if data.username is None or data.password is None:
+                raise _missing(*(n for n in ("username", "password") if getattr(data, n) is None))
+            pair = await _password_login(data.username, data.password, cookie=False)
     except (ValidationFailed, UnsupportedMediaType, InvalidCredentials) as exc:
         raise OAuthError.from_api_error(exc) from None
-    pair = auth.issue_token_pair(state.tokens, user, fresh=True)
-    body = TokenOut(**_pair_out(pair).model_dump(), token=pair.access_token, user_id=pair.user_id)
+    except (TokenInvalid, TokenExpired, TokenRevoked, TokenReused, WrongTokenType) as exc:
+        raise OAuthError("invalid_grant", exc.code, exc.detail) from None
+    body = TokenOut(**pair_out(pair).model_dump(), token=pair.access_token, user_id=pair.user_id)
     return body, 200, NO_STORE
+
+
+def _missing(*names: str) -> ValidationFailed:
+    return ValidationFailed([{"loc": ["body", name], "msg": "Field required"} for name in names])
+
+
+async def _presented_refresh_token() -> tuple[str, bool]:
+    """The refresh token: as Bearer, as JSON ``refresh_token``, or as the refresh cookie."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip(), False
+        raise TokenMissing("Send the refresh token as 'Authorization: Bearer <refresh token>'.")
+    if request.content_length or request.mimetype:
+        body = parse_model(RefreshRequest, await read_body((JSON_TYPE, FORM_TYPE)))
+        if body.refresh_token:
+            return body.refresh_token, False
+    cookie = request.cookies.get(REFRESH_COOKIE)
+    if cookie:
+        return cookie, True
+    raise TokenMissing("Send the refresh token as Bearer, as JSON refresh_token, or as cookie.")
+
+
+@blueprint.post("/refresh")
+@validate_response(TokenPairOut, 200)
+@documents_body(RefreshRequest)
+@documents_errors(*REFRESH_ERRORS, WrongTokenType, CsrfFailed)
+async def refresh() -> ModelResponse:
+    """Rotate a refresh token
+
+    Send it as `Authorization: Bearer`, as JSON `refresh_token`, or as the refresh cookie (with
+    `X-CSRF-Token`). The token is spent: presenting it again later is reuse (401
+    `TOKEN_REUSED`) and revokes the session, except for a retry within a short grace window.
+    """
+    raw, from_cookie = await _presented_refresh_token()
+    pair = await _refresh(raw, cookie=from_cookie)
+    if from_cookie:
+        attach_session_cookies(pair)
+    return pair_out(pair), 200, NO_STORE
+
+
+@blueprint.post("/logout")
+@token_required
+@documents_errors(TokenRevoked)
+async def logout() -> tuple[str, int]:
+    """Log out: revoke this access token and its session"""
+    await auth.logout(get_state().database, current_claims())
+    return "", 204
+
+
+@blueprint.post("/logout/all")
+@token_required
+@documents_errors(TokenRevoked)
+async def logout_all() -> tuple[str, int]:
+    """Log out everywhere: revoke every session and token of this user"""
+    await auth.logout_all(get_state().database, current_user().id)
+    return "", 204

@@ -1,0 +1,60 @@
+"""The browser session: log in to cookies (with CSRF protection) and log out of them."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+from quart_schema import tag_blueprint, validate_response
+
+from service import auth
+from service.blueprints.common import (
+    NO_STORE,
+    attach_session_cookies,
+    client_info,
+    detach_session_cookies,
+)
+from service.errors import InvalidCredentials
+from service.guards import current_claims, token_required
+from service.http import ModelResponse, documents_errors, validate_body
+from service.schemas import CookieLoginOut, LoginRequest, UserOut
+from service.state import get_state
+
+blueprint = Blueprint("browser", __name__)
+tag_blueprint(blueprint, ["auth"])
+
+
+@blueprint.post("/session")
+@validate_body(LoginRequest)
+@validate_response(CookieLoginOut, 200)
+@documents_errors(InvalidCredentials)
+async def create_session(data: LoginRequest) -> ModelResponse:
+    """Log in a browser: sets the session cookies
+
+    `access_token_cookie` and `refresh_token_cookie` are HttpOnly and SameSite=Lax (Secure
+    outside development); `csrf_access_token` is readable by scripts, to be echoed in
+    `X-CSRF-Token` on unsafe requests.
+    """
+    state = get_state()
+    user = await auth.authenticate(
+        state.database, state.hasher, login=data.username, password=data.password
+    )
+    pair = await auth.start_session(
+        state.database,
+        state.tokens,
+        user,
+        policy=state.policy,
+        client=client_info(),
+        hooks=state.hooks,
+        with_csrf=True,
+    )
+    attach_session_cookies(pair)
+    body = CookieLoginOut(**UserOut.model_validate(user).model_dump(), csrf_token=pair.csrf or "")
+    return body, 200, NO_STORE
+
+
+@blueprint.delete("/session")
+@token_required
+async def delete_session() -> tuple[str, int]:
+    """Log a browser out: revokes the session and clears its cookies"""
+    await auth.logout(get_state().database, current_claims())
+    detach_session_cookies()
+    return "", 204
