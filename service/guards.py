@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 from urllib.parse import urlsplit
 
 from quart import g, request
@@ -143,7 +143,17 @@ def token_required(view: View[P, R]) -> View[P, R]:
     return _guard("token_required", None, ())(view)
 
 
-def fresh_required(view: View[P, R] | None = None, *, max_age: int | None = None) -> Any:
+@overload
+def fresh_required(view: View[P, R], /) -> View[P, R]: ...
+
+
+@overload
+def fresh_required(*, max_age: int | None = None) -> Callable[[View[P, R]], View[P, R]]: ...
+
+
+def fresh_required(
+    view: View[P, R] | None = None, /, *, max_age: int | None = None
+) -> View[P, R] | Callable[[View[P, R]], View[P, R]]:
     """Like token_required, and the token must come from a password login (``fresh``),
     optionally no older than ``max_age`` seconds; else 401 FRESH_TOKEN_REQUIRED.
     Use as ``@fresh_required`` or ``@fresh_required(max_age=300)``.
@@ -152,7 +162,9 @@ def fresh_required(view: View[P, R] | None = None, *, max_age: int | None = None
     def check(context: AuthContext) -> None:
         require_fresh(context.claims, max_age)
 
-    decorator = _guard("fresh_required", check, (FreshTokenRequired,))
+    decorator: Callable[[View[P, R]], View[P, R]] = _guard(
+        "fresh_required", check, (FreshTokenRequired,)
+    )
     return decorator(view) if view is not None else decorator
 
 
