@@ -22,6 +22,7 @@ from .blueprints import docs as docs_routes
 from .blueprints import health as health_routes
 from .blueprints import keys as key_routes
 from .blueprints import users as user_routes
+from .blueprints import web as web_routes
 from .config import Settings, load_settings
 from .errors import APIError, ValidationFailed, error_for_status, render_problem
 from .hooks import AuthHooks
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
     )
     AuthExtension(app, settings=settings, hooks=hooks, mount_routes=True)
     app.register_blueprint(docs_routes.blueprint)
+    app.register_blueprint(web_routes.blueprint)
 
     @app.before_request
     async def _request_id() -> None:
