@@ -1,0 +1,1 @@
+"""pytest plugin for apps that mount the auth service (opt-in; see README)."""
