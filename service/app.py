@@ -16,6 +16,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from . import migrations
+from .audit import bind_request, configure_audit_logging
 from .blueprints import auth as auth_routes
 from .blueprints import browser as browser_routes
 from .blueprints import docs as docs_routes
@@ -162,10 +163,13 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
     app.register_blueprint(docs_routes.blueprint)
     app.register_blueprint(web_routes.blueprint)
 
+    configure_audit_logging()
+
     @app.before_request
     async def _request_id() -> None:
         supplied = request.headers.get("X-Request-ID", "")
         g.request_id = supplied if REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
+        bind_request(ip=request.remote_addr, request_id=g.request_id)
 
     @app.after_request
     async def _security_headers(response: Response) -> Response:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .audit import audit
 from .db import Database
 from .errors import (
     AccountDisabled,
@@ -23,8 +24,10 @@ from .errors import (
     TokenReused,
     TokenRevoked,
     UserExists,
+    ValidationFailed,
 )
 from .hooks import AuthHooks
+from .password_policy import password_problem
 from .models import RefreshFamily, User
 from .passwords import PasswordHasher
 from .repository import (
@@ -120,9 +123,11 @@ async def register(
                 "username": "This username is taken.",
                 "email": "This email is already registered.",
             }.get(exc.field or "")
+            audit("signup", outcome="conflict", field=exc.field)
             raise UserExists(detail) from exc
         await uow.commit()
-        return user
+    audit("signup", user_id=user.id)
+    return user
 
 
 async def authenticate(
@@ -138,6 +143,8 @@ async def authenticate(
     usable = user is not None and user.is_active
     verification = await hasher.verify(password, user.password_hash if usable and user else None)
     if user is None or not usable or not verification.ok:
+        reason = "unknown-user" if user is None else "disabled" if not usable else "wrong-password"
+        audit("login", outcome="failed", user_id=user.id if user else None, reason=reason)
         raise InvalidCredentials()
     if verification.new_hash is not None:
         await _store_upgraded_hash(database, user.id, verification.new_hash)
@@ -225,6 +232,7 @@ async def start_session(
         )
         await uow.families.prune(now)
         await uow.commit()
+    audit("login", user_id=user.id, session_id=family.id, cookie=with_csrf)
     return await _mint(tokens, user, family, fresh=True, hooks=hooks, now=_epoch(now))
 
 
@@ -276,8 +284,10 @@ async def refresh_session(
             if not _is_retry(family, claims, policy, now):
                 await uow.families.revoke(family.id, reason="reuse", now=now)
                 await uow.commit()
+                audit("refresh", outcome="reuse-detected", user_id=user.id, session_id=family.id)
                 raise TokenReused()
         await uow.commit()
+    audit("refresh", user_id=user.id, session_id=family.id, retry=not rotated)
     return await _mint(tokens, user, family, fresh=False, hooks=hooks, now=_epoch(now))
 
 
@@ -342,6 +352,7 @@ async def logout(database: Database, claims: Claims) -> None:
             await uow.families.revoke(_uuid_claim(claims.session_id), reason="logout", now=now)
         await uow.revocations.prune(now)
         await uow.commit()
+    audit("logout", user_id=claims.subject, session_id=claims.session_id)
 
 
 async def _revoke_everything(uow: UnitOfWork, user: User, *, reason: str) -> None:
@@ -356,6 +367,7 @@ async def logout_all(database: Database, user_id: uuid.UUID) -> None:
         if user is not None:
             await _revoke_everything(uow, user, reason="logout-all")
             await uow.commit()
+    audit("logout-all", user_id=user_id)
 
 
 async def change_password(
@@ -368,8 +380,12 @@ async def change_password(
     keep_session: uuid.UUID | None,
 ) -> None:
     """Check the current password, store the new hash, revoke every other session."""
+    problem = password_problem(new_password, username=user.username, email=user.email)
+    if problem is not None:
+        raise ValidationFailed([{"loc": ["body", "new_password"], "msg": problem}], detail=problem)
     verification = await hasher.verify(current_password, user.password_hash)
     if not verification.ok:
+        audit("password-change", outcome="failed", user_id=user.id, reason="wrong-password")
         raise InvalidCredentials("The current password is wrong.")
     new_hash = await hasher.hash(new_password)
     async with unit_of_work(database, write=True) as uow:
@@ -381,6 +397,7 @@ async def change_password(
             stored.pk, reason="password-change", now=_now(), keep=keep_session
         )
         await uow.commit()
+    audit("password-change", user_id=user.id, kept_session=keep_session)
 
 
 async def update_profile(
@@ -419,6 +436,7 @@ async def revoke_session(database: Database, user: User, session_id: uuid.UUID) 
             raise NotFound("No such session.")
         await uow.families.revoke(session_id, reason="revoked-by-user", now=_now())
         await uow.commit()
+    audit("session-revoked", user_id=user.id, session_id=session_id)
 
 
 async def list_users(database: Database, *, limit: int, after: uuid.UUID | None) -> Sequence[User]:
@@ -431,11 +449,13 @@ async def set_roles(database: Database, login: str, roles: Sequence[str]) -> Use
     async with unit_of_work(database, write=True) as uow:
         user = await _user_by_login(uow, login)
         new_roles = sorted(set(roles))
-        if set(user.roles) - set(new_roles):
+        removed = sorted(set(user.roles) - set(new_roles))
+        if removed:
             await _revoke_everything(uow, user, reason="role-removed")
-        user.roles = new_roles
+        previous, user.roles = user.roles, new_roles
         await uow.commit()
-        return user
+    audit("role-change", user_id=user.id, roles=new_roles, previous=previous, removed=removed)
+    return user
 
 
 async def set_active(database: Database, login: str, *, active: bool) -> User:
@@ -445,7 +465,8 @@ async def set_active(database: Database, login: str, *, active: bool) -> User:
             await _revoke_everything(uow, user, reason="disabled")
         user.is_active = active
         await uow.commit()
-        return user
+    audit("user-enabled" if active else "user-disabled", user_id=user.id)
+    return user
 
 
 async def _user_by_login(uow: UnitOfWork, login: str) -> User:

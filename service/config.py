@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = None
     allowed_origins: str = ""
 
+    # Failed-login throttling (`limits` notation, windows separated by ";").
+    throttle_enabled: bool = True
+    throttle_account_limits: str = "5/minute;10/10 minutes;20/hour"
+    throttle_ip_limits: str = "30/minute;300/hour"
+    throttle_refresh_limits: str = "60/minute"
+
     # Not in the contract's table: the team's own knobs, documented in the README.
     instance_path: Path = Path("instance")
     auto_migrate: bool = True

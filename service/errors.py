@@ -110,6 +110,20 @@ class PayloadTooLarge(APIError):
     default_detail = "The request body is larger than the service accepts."
 
 
+class TooManyAttempts(APIError):
+    status = 429
+    code = ErrorCode.TOO_MANY_ATTEMPTS
+    title = "Too many attempts"
+    default_detail = "Too many failed attempts; wait before trying again."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed attempts; try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+        self.retry_after = retry_after
+
+
 class BadRequest(APIError):
     status = 400
     code = ErrorCode.BAD_REQUEST

@@ -15,8 +15,12 @@ from pydantic import (
     Field,
     RootModel,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from .password_policy import password_problem
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
@@ -71,6 +75,17 @@ class SignupRequest(Request):
     @classmethod
     def _lower_email(cls, value: str) -> str:
         return value.lower()
+
+    @field_validator("password")
+    @classmethod
+    def _acceptable_password(cls, value: str, info: ValidationInfo) -> str:
+        # username and email are declared first, so they are in info.data when valid.
+        problem = password_problem(
+            value, username=info.data.get("username"), email=info.data.get("email")
+        )
+        if problem is not None:
+            raise PydanticCustomError("weak_password", problem)
+        return value
 
 
 class LoginRequest(Request):

@@ -12,6 +12,7 @@ from .db import Database
 from .hooks import AuthHooks
 from .keys import load_previous_keys, load_private_key
 from .passwords import PasswordHasher
+from .throttle import Throttle, ThrottleLimits
 from .tokens import HMAC_ALGORITHMS, SigningKey, TokenSettings
 
 EXTENSION_KEY = "auth_service"
@@ -25,6 +26,7 @@ class AuthState:
     tokens: TokenSettings
     policy: SessionPolicy
     hooks: AuthHooks
+    throttle: Throttle | None
 
     @classmethod
     def build(cls, settings: Settings, hooks: AuthHooks | None = None) -> AuthState:
@@ -38,11 +40,26 @@ class AuthState:
                 family_ttl=settings.refresh_family_ttl,
             ),
             hooks=hooks or AuthHooks(),
+            throttle=build_throttle(settings),
         )
 
     async def close(self) -> None:
         await self.database.dispose()
         self.hasher.close()
+
+
+def build_throttle(settings: Settings) -> Throttle | None:
+    if not settings.throttle_enabled:
+        return None
+    try:
+        limits = ThrottleLimits.parse(
+            settings.throttle_account_limits,
+            settings.throttle_ip_limits,
+            settings.throttle_refresh_limits,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"AUTH_THROTTLE_*: {exc}") from None
+    return Throttle(limits, settings.redis_url)
 
 
 def token_settings(settings: Settings) -> TokenSettings:

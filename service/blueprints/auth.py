@@ -6,7 +6,13 @@ from quart import Blueprint, request, url_for
 from quart_schema import tag_blueprint, validate_response
 
 from service import auth
-from service.blueprints.common import NO_STORE, attach_session_cookies, client_info, pair_out
+from service.blueprints.common import (
+    NO_STORE,
+    attach_session_cookies,
+    pair_out,
+    password_login,
+    throttled_refresh,
+)
 from service.errors import (
     CsrfFailed,
     InvalidCredentials,
@@ -72,20 +78,6 @@ async def signup(data: SignupRequest) -> ModelResponse:
     return UserOut.model_validate(user), 201, {"Location": location}
 
 
-async def _password_login(username: str, password: str, *, cookie: bool) -> auth.TokenPair:
-    state = get_state()
-    user = await auth.authenticate(state.database, state.hasher, login=username, password=password)
-    return await auth.start_session(
-        state.database,
-        state.tokens,
-        user,
-        policy=state.policy,
-        client=client_info(),
-        hooks=state.hooks,
-        with_csrf=cookie,
-    )
-
-
 @blueprint.post("/login")
 @validate_body(LoginRequest)
 @validate_response(TokenPairOut, 200)
@@ -95,21 +87,8 @@ async def login(data: LoginRequest) -> ModelResponse:
 
     Starts a session (device) and returns a fresh access token and a refresh token.
     """
-    pair = await _password_login(data.username, data.password, cookie=False)
+    _, pair = await password_login(data.username, data.password, cookie=False)
     return pair_out(pair), 200, NO_STORE
-
-
-async def _refresh(raw_token: str, *, cookie: bool = False) -> auth.TokenPair:
-    state = get_state()
-    return await auth.refresh_session(
-        state.database,
-        state.tokens,
-        raw_token,
-        policy=state.policy,
-        hooks=state.hooks,
-        csrf_header=request.headers.get("X-CSRF-Token"),
-        cookie=cookie,
-    )
 
 
 @blueprint.post("/token")
@@ -128,11 +107,11 @@ async def token() -> ModelResponse:
         if data.grant_type == "refresh_token":
             if not data.refresh_token:
                 raise _missing("refresh_token")
-            pair = await _refresh(data.refresh_token)
+            pair = await throttled_refresh(data.refresh_token, cookie=False)
         else:
             if data.username is None or data.password is None:
                 raise _missing(*(n for n in ("username", "password") if getattr(data, n) is None))
-            pair = await _password_login(data.username, data.password, cookie=False)
+            _, pair = await password_login(data.username, data.password, cookie=False)
     except (ValidationFailed, UnsupportedMediaType, InvalidCredentials) as exc:
         raise OAuthError.from_api_error(exc) from None
     except (TokenInvalid, TokenExpired, TokenRevoked, TokenReused, WrongTokenType) as exc:
@@ -175,7 +154,7 @@ async def refresh() -> ModelResponse:
     `TOKEN_REUSED`) and revokes the session, except for a retry within a short grace window.
     """
     raw, from_cookie = await _presented_refresh_token()
-    pair = await _refresh(raw, cookie=from_cookie)
+    pair = await throttled_refresh(raw, cookie=from_cookie)
     if from_cookie:
         attach_session_cookies(pair)
     return pair_out(pair), 200, NO_STORE

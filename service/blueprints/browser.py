@@ -9,8 +9,8 @@ from service import auth
 from service.blueprints.common import (
     NO_STORE,
     attach_session_cookies,
-    client_info,
     detach_session_cookies,
+    password_login,
 )
 from service.errors import InvalidCredentials
 from service.guards import current_claims, token_required
@@ -33,19 +33,7 @@ async def create_session(data: LoginRequest) -> ModelResponse:
     outside development); `csrf_access_token` is readable by scripts, to be echoed in
     `X-CSRF-Token` on unsafe requests.
     """
-    state = get_state()
-    user = await auth.authenticate(
-        state.database, state.hasher, login=data.username, password=data.password
-    )
-    pair = await auth.start_session(
-        state.database,
-        state.tokens,
-        user,
-        policy=state.policy,
-        client=client_info(),
-        hooks=state.hooks,
-        with_csrf=True,
-    )
+    user, pair = await password_login(data.username, data.password, cookie=True)
     attach_session_cookies(pair)
     body = CookieLoginOut(**UserOut.model_validate(user).model_dump(), csrf_token=pair.csrf or "")
     return body, 200, NO_STORE

@@ -7,9 +7,13 @@ from werkzeug.sansio.response import Response as BaseResponse
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service import auth
+from service.audit import audit
+from service.errors import APIError, InvalidCredentials, TooManyAttempts
 from service.guards import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
+from service.models import User
 from service.schemas import TokenPairOut
 from service.state import get_state
+from service.throttle import PASSWORD_SCOPE, REFRESH_SCOPE
 
 AnyResponse = Response | WerkzeugResponse
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -85,3 +89,71 @@ def detach_session_cookies() -> None:
     async def _clear(response: AnyResponse) -> AnyResponse:
         clear_session_cookies(response)
         return response
+
+
+def _ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+async def password_login(
+    username: str, password: str, *, cookie: bool
+) -> tuple[User, auth.TokenPair]:
+    """Check the password under the login throttle, then start a session.
+
+    Shared by /login, /token, /session and the login page: one set of counters for them all.
+    """
+    state = get_state()
+    throttle, ip = state.throttle, _ip()
+    if throttle is not None:
+        try:
+            await throttle.check(PASSWORD_SCOPE, account=username, ip=ip)
+        except TooManyAttempts:
+            audit("login", outcome="throttled")
+            raise
+    try:
+        user = await auth.authenticate(
+            state.database, state.hasher, login=username, password=password
+        )
+    except InvalidCredentials:
+        if throttle is not None:
+            await throttle.failed(PASSWORD_SCOPE, account=username, ip=ip)
+        raise
+    if throttle is not None:
+        await throttle.succeeded(PASSWORD_SCOPE, account=username, ip=ip)
+    pair = await auth.start_session(
+        state.database,
+        state.tokens,
+        user,
+        policy=state.policy,
+        client=client_info(),
+        hooks=state.hooks,
+        with_csrf=cookie,
+    )
+    return user, pair
+
+
+async def throttled_refresh(raw_token: str, *, cookie: bool) -> auth.TokenPair:
+    """Rotate a refresh token; failed refreshes from one address are throttled."""
+    state = get_state()
+    throttle, ip = state.throttle, _ip()
+    if throttle is not None:
+        try:
+            await throttle.check(REFRESH_SCOPE, account=None, ip=ip)
+        except TooManyAttempts:
+            audit("refresh", outcome="throttled")
+            raise
+    try:
+        return await auth.refresh_session(
+            state.database,
+            state.tokens,
+            raw_token,
+            policy=state.policy,
+            hooks=state.hooks,
+            csrf_header=request.headers.get("X-CSRF-Token"),
+            cookie=cookie,
+        )
+    except APIError as exc:
+        if throttle is not None and exc.status == 401:
+            await throttle.failed(REFRESH_SCOPE, account=None, ip=ip)
+        audit("refresh", outcome="refused", code=exc.code.value)
+        raise
