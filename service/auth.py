@@ -27,8 +27,8 @@ from .errors import (
     ValidationFailed,
 )
 from .hooks import AuthHooks
-from .password_policy import password_problem
 from .models import RefreshFamily, User
+from .password_policy import password_problem
 from .passwords import PasswordHasher
 from .repository import (
     DuplicateUser,
