@@ -25,11 +25,18 @@ from .blueprints import keys as key_routes
 from .blueprints import users as user_routes
 from .blueprints import web as web_routes
 from .config import Settings, load_settings
-from .errors import APIError, ValidationFailed, error_for_status, render_problem
+from .db import DATABASE_UNAVAILABLE
+from .errors import (
+    APIError,
+    ServiceUnavailable,
+    ValidationFailed,
+    error_for_status,
+    render_problem,
+)
 from .hooks import AuthHooks
 from .http import validation_errors
 from .openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
-from .state import EXTENSION_KEY, AuthState
+from .state import EXTENSION_KEY, AuthState, get_state
 
 logger = logging.getLogger("service")
 
@@ -83,6 +90,24 @@ async def _schema_error(error: RequestSchemaValidationError) -> Response:
     return problem_response(ValidationFailed(errors))
 
 
+async def _database_unavailable(error: Exception) -> Response:
+    # The pools are emptied so the next request opens fresh connections: when the database
+    # comes back (or its file is writable again) the service recovers by itself.
+    logger.warning(
+        "database unavailable on %s %s (request %s): %s",
+        request.method,
+        request.path,
+        g.get("request_id"),
+        error.__class__.__name__,
+    )
+    await get_state().database.reset()
+    return problem_response(
+        ServiceUnavailable(
+            "The database is unavailable; try again shortly.", headers={"Retry-After": "1"}
+        )
+    )
+
+
 async def _unexpected(error: Exception) -> Response:
     # The trace goes to the log, never to the client.
     logger.error(
@@ -122,6 +147,8 @@ class AuthExtension:
         app.register_error_handler(APIError, _api_error)
         app.register_error_handler(RequestSchemaValidationError, _schema_error)
         app.register_error_handler(HTTPException, _http_error)
+        for unavailable in DATABASE_UNAVAILABLE:
+            app.register_error_handler(unavailable, _database_unavailable)
         app.register_error_handler(Exception, _unexpected)
 
         @app.before_serving

@@ -8,6 +8,7 @@ upgrade) through a single connection, which serialises this process's writes.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -30,8 +32,9 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.database_url
+        self._sqlite_file: Path | None = None
         if settings.is_sqlite:
-            _ensure_sqlite_directory(settings.database_url)
+            self._sqlite_file = _ensure_sqlite_directory(settings.database_url)
             self.reader = _sqlite_engine(settings, begin="BEGIN", pool_size=settings.db_pool_size)
             self.writer = _sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1)
         else:
@@ -56,30 +59,58 @@ class Database:
             yield session
 
     async def ping(self) -> None:
-        async with self.reader.connect() as connection:
-            await asyncio.wait_for(
-                connection.execute(text("SELECT 1")), timeout=self.settings.ready_timeout
-            )
+        """Raise unless the database answers (and, for a SQLite file, can be written)."""
 
-    async def dispose(self) -> None:
+        async def check() -> None:
+            async with self.reader.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            if self._sqlite_file is not None and not _writable(self._sqlite_file):
+                raise OperationalError("ping", {}, ReadOnlyDatabase(str(self._sqlite_file)))
+
+        try:
+            await asyncio.wait_for(check(), timeout=self.settings.ready_timeout)
+        except UNAVAILABLE_ERRORS:
+            await self.reset()
+            raise
+
+    async def reset(self) -> None:
+        """Drop pooled connections; the next use opens new ones."""
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
 
+    async def dispose(self) -> None:
+        await self.reset()
 
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+
+# Errors meaning "the database cannot be used right now" (503), not "the request is wrong":
+# unreachable server, closed connection, read-only or missing file, pool exhausted.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     OperationalError,
-    DBAPIError,
+    InterfaceError,
+    PoolTimeout,
     ConnectionError,
-    OSError,
     TimeoutError,
 )
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, DBAPIError, OSError)
 
 
-def _ensure_sqlite_directory(url: str) -> None:
+class ReadOnlyDatabase(Exception):
+    """The SQLite file (or its folder, where the WAL lives) cannot be written."""
+
+
+def _writable(path: Path) -> bool:
+    folder_ok = os.access(path.parent, os.W_OK | os.X_OK)
+    return folder_ok and (not path.exists() or os.access(path, os.W_OK))
+
+
+def _ensure_sqlite_directory(url: str) -> Path | None:
     database = make_url(url).database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _sqlite_engine(settings: Settings, *, begin: str, pool_size: int) -> AsyncEngine:

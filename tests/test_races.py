@@ -1,0 +1,49 @@
+"""Concurrent writers: one winner per username, and no "database is locked" reaching a client."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from quart import Quart
+
+from tests.support import PASSWORD, Client, make_settings, running_app
+
+
+async def signup(client: Client, username: str, email: str) -> Any:
+    return await client.post(
+        "/signup", json={"username": username, "email": email, "password": PASSWORD}
+    )
+
+
+async def test_24_parallel_signups_of_one_username_give_one_201(app: Quart, client: Client) -> None:
+    responses = await asyncio.gather(
+        *(signup(client, "Racer" if i % 2 else "racer", f"r{i}@x.io") for i in range(24))
+    )
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] + [409] * 23
+    for response in responses:
+        if response.status_code == 409:
+            assert (await response.get_json())["code"] == "USER_EXISTS"
+
+
+async def test_200_concurrent_writers_on_two_processes_never_see_a_locked_database(
+    tmp_path: Path,
+) -> None:
+    # Two apps on one SQLite file stand for two worker processes: separate pools and writers.
+    settings = make_settings(tmp_path, jwt_secret="k" * 48)
+    async with running_app(settings) as first, running_app(settings) as second:
+        clients = [first.test_client(), second.test_client()]
+        responses = await asyncio.gather(
+            *(signup(clients[i % 2], f"writer{i}", f"w{i}@x.io") for i in range(200))
+        )
+        bodies = [await response.get_data(as_text=True) for response in responses]
+        count = await clients[0].post(
+            "/login", json={"username": "writer199", "password": PASSWORD}
+        )
+
+    assert [response.status_code for response in responses] == [201] * 200, bodies[:3]
+    assert not any("locked" in body for body in bodies)
+    assert count.status_code == 200
