@@ -35,6 +35,7 @@ from .errors import (
 )
 from .hooks import AuthHooks
 from .http import validation_errors
+from .inflight import InFlight
 from .openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
 from .state import EXTENSION_KEY, AuthState, get_state
 
@@ -151,14 +152,26 @@ class AuthExtension:
             app.register_error_handler(unavailable, _database_unavailable)
         app.register_error_handler(Exception, _unexpected)
 
+        inflight = InFlight()
+
         @app.before_serving
         async def _start() -> None:
             if settings.is_sqlite and settings.auto_migrate:
                 await migrations.upgrade(state.database)
             await state.hasher.dummy_hash()
 
+        @app.before_request
+        async def _request_started() -> None:
+            inflight.started()
+
+        @app.teardown_request
+        async def _request_finished(_: BaseException | None) -> None:
+            inflight.finished()
+
         @app.after_serving
         async def _stop() -> None:
+            if not await inflight.drained(settings.shutdown_drain_seconds):
+                logger.warning("shutting down with %d requests still in progress", inflight.count)
             await state.close()
 
         if self.mount_routes:

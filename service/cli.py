@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import auth, migrations
+from . import auth, importer, migrations
 from .config import ConfigError, load_settings
 from .errors import APIError
 from .http import validation_errors
@@ -79,6 +79,13 @@ async def _users_disable(state: AuthState, args: argparse.Namespace) -> str:
 async def _users_enable(state: AuthState, args: argparse.Namespace) -> str:
     user = await auth.set_active(state.database, args.username, active=True)
     return UserOut.model_validate(user).model_dump_json()
+
+
+async def _users_import(state: AuthState, args: argparse.Namespace) -> str:
+    report = await importer.import_users(
+        state.database, state.hasher, args.url, dry_run=args.dry_run, table=args.table
+    )
+    return report.render()
 
 
 def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
@@ -147,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     enable = actions.add_parser("enable", help="enable a disabled user")
     enable.add_argument("username")
     enable.set_defaults(run=_users_enable)
+    user_import = actions.add_parser(
+        "import",
+        help="import users from a Flask app's database (user or users table)",
+        description="Import users from a Flask app's database: a 'user' or 'users' table with "
+        "username and/or email, optional name, and password (werkzeug or flask-bcrypt hash, or "
+        "plaintext, which is hashed). Existing usernames and emails are reported, never "
+        "overwritten; running it again imports nothing twice. Legacy hashes are upgraded to "
+        "argon2id at each user's first login.",
+    )
+    user_import.add_argument(
+        "url", metavar="SQLALCHEMY_URL", help="e.g. sqlite:///instance/db.sqlite"
+    )
+    user_import.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    user_import.add_argument("--table", help="the source table (default: 'user' or 'users')")
+    user_import.set_defaults(run=_users_import)
 
     keys = groups.add_parser("keys", help="signing keys (needs no database)")
     key_actions = keys.add_subparsers(dest="action", required=True)

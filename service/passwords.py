@@ -1,20 +1,65 @@
-"""Password hashing: argon2id by default, bcrypt accepted and upgraded, never on the event loop."""
+"""Password hashing: argon2id by default, legacy hashes accepted and upgraded, never on the loop.
+
+Legacy hashes are those of the Flask apps whose users we import (``service/importer.py``):
+werkzeug's ``pbkdf2:<digest>:<iterations>$salt$hex`` and ``scrypt:<n>:<r>:<p>$salt$hex``, and
+flask-bcrypt's ``$2b$`` (also ``$2a$``/``$2y$``). A successful login with one returns an argon2id
+hash in ``Verification.new_hash``, which ``auth.authenticate`` stores.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 from passlib.context import CryptContext
+from werkzeug.security import check_password_hash
 
 from .config import Settings
+
+# bcrypt reads at most 72 bytes of the password.
+BCRYPT_MAX_BYTES = 72
+# Werkzeug hashes carry their own cost; beyond these a stored hash would pin a hashing thread (or
+# its memory) for too long, so it is refused. Werkzeug's defaults are 1,000,000 iterations and
+# 32 MiB (n=32768, r=8, p=1).
+MAX_PBKDF2_ITERATIONS = 10_000_000
+MAX_SCRYPT_BYTES = 256 * 1024 * 1024
+
+_WERKZEUG_HASH = re.compile(
+    r"(?P<method>pbkdf2(?::[A-Za-z0-9_-]+(?::\d{1,12})?)?|scrypt(?::\d{1,12}:\d{1,6}:\d{1,6})?)"
+    r"\$[^$]+\$[0-9a-f]+"
+)
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+
+LegacyScheme = Literal["werkzeug", "bcrypt"]
 
 
 def normalize_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
+
+
+def legacy_scheme(stored_hash: str) -> LegacyScheme | None:
+    """``"werkzeug"`` or ``"bcrypt"`` for a hash in a legacy format this service verifies."""
+    if _BCRYPT_HASH.fullmatch(stored_hash):
+        return "bcrypt"
+    match = _WERKZEUG_HASH.fullmatch(stored_hash)
+    if match is not None and _werkzeug_cost_is_bounded(match["method"]):
+        return "werkzeug"
+    return None
+
+
+def _werkzeug_cost_is_bounded(method: str) -> bool:
+    name, *params = method.split(":")
+    if name == "pbkdf2":
+        return len(params) < 2 or int(params[1]) <= MAX_PBKDF2_ITERATIONS
+    if not params:
+        return True  # werkzeug's default scrypt parameters
+    n, r, p = (int(param) for param in params)
+    return 128 * n * r * p <= MAX_SCRYPT_BYTES
 
 
 @dataclass(frozen=True)
@@ -59,6 +104,10 @@ class PasswordHasher:
             self._dummy_hash = await self.hash(secrets.token_urlsafe(24))
         return self._dummy_hash
 
+    def recognizes(self, stored_hash: str) -> bool:
+        """Whether ``stored_hash`` is in a format this hasher can verify (cheap, no hashing)."""
+        return legacy_scheme(stored_hash) is not None or self._is_argon2(stored_hash)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -66,9 +115,50 @@ class PasswordHasher:
         return self.context.hash(normalize_password(password))
 
     def _verify_and_update(self, password: str, stored_hash: str) -> Verification:
+        scheme = legacy_scheme(stored_hash)
+        if scheme is not None:
+            return self._verify_legacy(scheme, password, stored_hash)
+        if not self._is_argon2(stored_hash):
+            # Unknown, or bcrypt outside the legacy formats (crypt_blowfish's buggy $2x$): no match.
+            return Verification(ok=False, new_hash=None)
         try:
             ok, new_hash = self.context.verify_and_update(normalize_password(password), stored_hash)
         except (ValueError, TypeError):
-            # An unknown or corrupt stored hash, or a password bcrypt refuses: not a match.
+            # A corrupt stored hash: not a match.
             return Verification(ok=False, new_hash=None)
         return Verification(ok=bool(ok), new_hash=new_hash)
+
+    def _is_argon2(self, stored_hash: str) -> bool:
+        scheme: str | None = self.context.identify(stored_hash, required=False)
+        return scheme == "argon2"
+
+    def _verify_legacy(self, scheme: LegacyScheme, password: str, stored_hash: str) -> Verification:
+        """Check a legacy hash; on a match, the argon2id hash that replaces it.
+
+        The old apps hashed the password exactly as typed, this service hashes its NFKC form. The
+        raw password is tried first (what the old app saw), then its NFKC form (the user now
+        types a composed or compatibility variant of it). Either way the password accepted has
+        the same NFKC form as the one first hashed, so nothing is accepted that the upgraded hash
+        would refuse. One gap remains until the upgrade: an old hash of a non-NFKC password
+        ("ﬁsh") does not accept its NFKC form ("fish"); it does once upgraded.
+        """
+        normalized = normalize_password(password)
+        for candidate in dict.fromkeys((password, normalized)):
+            if self._legacy_matches(scheme, candidate, stored_hash):
+                return Verification(ok=True, new_hash=self._hash(password))
+        return Verification(ok=False, new_hash=None)
+
+    def _legacy_matches(self, scheme: LegacyScheme, candidate: str, stored_hash: str) -> bool:
+        try:
+            if scheme == "werkzeug":
+                return check_password_hash(stored_hash, candidate)
+            # Never truncated: bcrypt reads only 72 bytes, and some bcrypt/libpass versions drop
+            # the rest silently, which would accept any password sharing those 72 bytes. A longer
+            # password is no match, whatever the backend; such legacy users reset their password.
+            if len(candidate.encode()) > BCRYPT_MAX_BYTES:
+                return False
+            return self.context.verify(candidate, stored_hash)
+        except (ValueError, TypeError, OverflowError):
+            # A corrupt hash (unknown digest, bad scrypt parameters, non-hex) or a password that
+            # cannot be encoded (lone surrogates): not a match, never an error.
+            return False

@@ -202,10 +202,13 @@ class TokenSubject:
 async def load_token_subject(
     session: AsyncSession, *, user_id: uuid.UUID, family_id: uuid.UUID | None, jti: str
 ) -> TokenSubject:
+    # A token naming a session must name a live session of its own user.
     family_revoked = (
-        select(RefreshFamily.revoked_at.is_not(None))
-        .where(RefreshFamily.id == family_id)
-        .scalar_subquery()
+        ~exists().where(
+            RefreshFamily.id == family_id,
+            RefreshFamily.user_pk == User.pk,
+            RefreshFamily.revoked_at.is_(None),
+        )
         if family_id is not None
         else literal(False)
     )
