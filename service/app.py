@@ -215,7 +215,7 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
     async def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Request-ID", g.get("request_id") or "")
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers["X-Frame-Options"] = "DENY"
         response.headers.setdefault("Content-Security-Policy", API_CSP)
         return response

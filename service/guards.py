@@ -94,10 +94,14 @@ def check_csrf(claims: Claims) -> None:
 
 
 def _same_origin(origin: str) -> bool:
-    allowed = {o.strip().rstrip("/") for o in get_state().settings.allowed_origins.split(",")}
+    configured = get_state().settings.allowed_origins.split(",")
+    allowed = {entry.strip().rstrip("/") for entry in configured if entry.strip()}
     if origin.rstrip("/") in allowed:
         return True
-    return urlsplit(origin).netloc == request.host
+    try:
+        return bool(origin) and urlsplit(origin).netloc == request.host
+    except ValueError:  # an Origin that is not a URL at all
+        return False
 
 
 async def authenticate() -> AuthContext:

@@ -145,3 +145,17 @@ async def test_the_bearer_header_needs_no_csrf(browser: Client) -> None:
     )
 
     assert patched.status_code == 200
+
+
+@pytest.mark.parametrize("origin", ["http://[", "", "null", "https://localhost.evil.example"])
+async def test_a_malformed_or_empty_origin_is_refused_not_a_500(
+    browser: Client, origin: str
+) -> None:
+    _, csrf = await log_in(browser)
+
+    response = await browser.patch(
+        "/me", json={"name": "Eve"}, headers={"X-CSRF-Token": csrf, "Origin": origin}
+    )
+
+    assert response.status_code == 403
+    assert (await response.get_json())["code"] == "CSRF_FAILED"

@@ -21,6 +21,15 @@ PUBLIC_ENDPOINTS = {
     "docs.swagger_ui",
     "docs.redoc_ui",
     "docs.asset",
+    # The browser pages check the cookie session themselves (and redirect to /login).
+    "web.index",
+    "web.login_page",
+    "web.signup_page",
+    "web.dashboard",
+    "web.login_submit",
+    "web.signup_submit",
+    "web.logout_submit",
+    "web.stylesheet",
 }
 
 
