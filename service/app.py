@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from quart import Quart, Response, g, request
 from quart.wrappers import Request
 from quart_schema import QuartSchema, RequestSchemaValidationError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import migrations
@@ -26,6 +27,7 @@ from .blueprints import users as user_routes
 from .blueprints import web as web_routes
 from .config import Settings, load_settings
 from .db import DATABASE_UNAVAILABLE
+from .epoch import RedisUnavailable
 from .errors import (
     APIError,
     ServiceUnavailable,
@@ -109,6 +111,12 @@ async def _database_unavailable(error: Exception) -> Response:
     )
 
 
+async def _redis_unavailable(error: RedisError) -> Response:
+    # Throttle counters or revocation state cannot be read: refuse rather than guess.
+    logger.warning("redis unavailable (request %s): %s", g.get("request_id"), error)
+    return problem_response(RedisUnavailable())
+
+
 async def _unexpected(error: Exception) -> Response:
     # The trace goes to the log, never to the client.
     logger.error(
@@ -150,6 +158,7 @@ class AuthExtension:
         app.register_error_handler(HTTPException, _http_error)
         for unavailable in DATABASE_UNAVAILABLE:
             app.register_error_handler(unavailable, _database_unavailable)
+        app.register_error_handler(RedisError, _redis_unavailable)
         app.register_error_handler(Exception, _unexpected)
 
         inflight = InFlight()

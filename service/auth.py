@@ -157,6 +157,7 @@ async def _store_upgraded_hash(database: Database, user_id: uuid.UUID, new_hash:
         if user is not None:
             user.password_hash = new_hash
             await uow.commit()
+    await database.changed()
 
 
 async def _mint(
@@ -284,6 +285,7 @@ async def refresh_session(
             if not _is_retry(family, claims, policy, now):
                 await uow.families.revoke(family.id, reason="reuse", now=now)
                 await uow.commit()
+                await database.changed()
                 audit("refresh", outcome="reuse-detected", user_id=user.id, session_id=family.id)
                 raise TokenReused()
         await uow.commit()
@@ -323,10 +325,17 @@ async def get_user(database: Database, user_id: uuid.UUID) -> User:
 async def verify_access(database: Database, claims: Claims) -> User:
     """The live user a verified access token speaks for, or why the token is refused.
 
-    One query reads the user, the token's session and its revocation: a logout, a
-    logout-everywhere, a password change, a role removal or a disabled account takes effect on
-    the very next request in every process.
+    One query reads the user, the token's session and its revocation; its answer is kept in
+    memory until the change epoch moves (see ``epoch.py``), so the common request needs no
+    database round trip while a logout, a logout-everywhere, a password change, a role removal
+    or a disabled account still takes effect on the very next request in every process.
     """
+    cache = database.subjects
+    epoch = await cache.epoch.current() if cache is not None else 0
+    if cache is not None:
+        cached = cache.get(claims.jti, epoch)
+        if isinstance(cached, User):
+            return cached
     user_id = _uuid_claim(claims.subject)
     family_id = _uuid_claim(claims.session_id) if claims.session_id is not None else None
     async with unit_of_work(database) as uow:
@@ -340,6 +349,8 @@ async def verify_access(database: Database, claims: Claims) -> User:
         raise AccountDisabled()
     if claims.version != user.token_version or subject.family_revoked or subject.jti_revoked:
         raise TokenRevoked()
+    if cache is not None:
+        cache.put(claims.jti, epoch, user)
     return user
 
 
@@ -352,6 +363,7 @@ async def logout(database: Database, claims: Claims) -> None:
             await uow.families.revoke(_uuid_claim(claims.session_id), reason="logout", now=now)
         await uow.revocations.prune(now)
         await uow.commit()
+    await database.changed()
     audit("logout", user_id=claims.subject, session_id=claims.session_id)
 
 
@@ -367,6 +379,7 @@ async def logout_all(database: Database, user_id: uuid.UUID) -> None:
         if user is not None:
             await _revoke_everything(uow, user, reason="logout-all")
             await uow.commit()
+    await database.changed()
     audit("logout-all", user_id=user_id)
 
 
@@ -397,6 +410,7 @@ async def change_password(
             stored.pk, reason="password-change", now=_now(), keep=keep_session
         )
         await uow.commit()
+    await database.changed()
     audit("password-change", user_id=user.id, kept_session=keep_session)
 
 
@@ -421,7 +435,8 @@ async def update_profile(
         except DuplicateUser as exc:
             raise UserExists("This email is already registered.") from exc
         await uow.commit()
-        return user
+    await database.changed()
+    return user
 
 
 async def list_sessions(database: Database, user: User) -> Sequence[RefreshFamily]:
@@ -436,6 +451,7 @@ async def revoke_session(database: Database, user: User, session_id: uuid.UUID) 
             raise NotFound("No such session.")
         await uow.families.revoke(session_id, reason="revoked-by-user", now=_now())
         await uow.commit()
+    await database.changed()
     audit("session-revoked", user_id=user.id, session_id=session_id)
 
 
@@ -454,6 +470,7 @@ async def set_roles(database: Database, login: str, roles: Sequence[str]) -> Use
             await _revoke_everything(uow, user, reason="role-removed")
         previous, user.roles = user.roles, new_roles
         await uow.commit()
+    await database.changed()
     audit("role-change", user_id=user.id, roles=new_roles, previous=previous, removed=removed)
     return user
 
@@ -465,6 +482,7 @@ async def set_active(database: Database, login: str, *, active: bool) -> User:
             await _revoke_everything(uow, user, reason="disabled")
         user.is_active = active
         await uow.commit()
+    await database.changed()
     audit("user-enabled" if active else "user-disabled", user_id=user.id)
     return user
 

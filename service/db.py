@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from .config import Settings
+from .epoch import Epoch, FileEpoch, RedisEpoch, SubjectCache
 
 
 class Database:
@@ -47,6 +48,17 @@ class Database:
             self.writer = self.reader
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
+        self.epoch: Epoch | None = None
+        if settings.redis_url:
+            self.epoch = RedisEpoch(settings.redis_url)
+        elif self._sqlite_file is not None:
+            self.epoch = FileEpoch(self._sqlite_file.with_name(self._sqlite_file.name + "-epoch"))
+        self.subjects = SubjectCache(self.epoch) if self.epoch is not None else None
+
+    async def changed(self) -> None:
+        """Announce a committed change to users or token validity: every cache reloads."""
+        if self.epoch is not None:
+            await self.epoch.bump()
 
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
@@ -81,6 +93,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.reset()
+        if self.epoch is not None:
+            await self.epoch.close()
 
 
 # Errors meaning "the database cannot be used right now" (503), not "the request is wrong":

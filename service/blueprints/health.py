@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from quart import Blueprint, current_app
 from quart_schema import tag_blueprint, validate_response
 
 from service.db import UNAVAILABLE_ERRORS
+from service.epoch import RedisEpoch
 from service.errors import ServiceUnavailable
 from service.http import documents_errors
 from service.schemas import HealthOut, ReadyOut
@@ -26,10 +29,15 @@ async def health() -> HealthOut:
 @validate_response(ReadyOut, 200)
 @documents_errors(ServiceUnavailable)
 async def ready() -> ReadyOut:
-    """Readiness: the database answers"""
+    """Readiness: the database (and Redis, when configured) answers"""
+    database = get_state().database
     try:
-        await get_state().database.ping()
+        await database.ping()
     except UNAVAILABLE_ERRORS as exc:
         current_app.logger.warning("readiness check failed: %s", exc.__class__.__name__)
         raise ServiceUnavailable("The database is not reachable.") from None
-    return ReadyOut(checks={"database": "ok"})
+    checks: dict[str, Literal["ok"]] = {"database": "ok"}
+    if isinstance(database.epoch, RedisEpoch):
+        await database.epoch.ping()  # RedisUnavailable: 503
+        checks["redis"] = "ok"
+    return ReadyOut(checks=checks)

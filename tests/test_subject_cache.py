@@ -1,0 +1,70 @@
+"""No database round trip for a known token, while every change is seen on the next request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from quart import Quart
+from sqlalchemy import event
+
+from service import auth
+from service.state import get_state
+from tests.support import Client, bearer, make_settings, running_app, signup_and_login
+
+
+@contextmanager
+def counting_queries(app: Quart) -> Iterator[list[str]]:
+    database = get_state(app).database
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engines = {database.reader.sync_engine, database.writer.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_a_known_token_needs_no_database_round_trip(app: Quart, client: Client) -> None:
+    pair = await signup_and_login(client)
+    await client.get("/protected", headers=bearer(pair["access_token"]))
+
+    with counting_queries(app) as statements:
+        for _ in range(5):
+            response = await client.get("/protected", headers=bearer(pair["access_token"]))
+            assert response.status_code == 200
+
+    assert statements == []
+
+
+async def test_a_profile_change_is_seen_on_the_next_request(client: Client) -> None:
+    pair = await signup_and_login(client)
+    await client.get("/me", headers=bearer(pair["access_token"]))
+
+    await client.patch("/me", json={"name": "New Name"}, headers=bearer(pair["access_token"]))
+    response = await client.get("/me", headers=bearer(pair["access_token"]))
+
+    assert (await response.get_json())["name"] == "New Name"
+
+
+async def test_a_change_made_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+    # The CLI (another process) disables the user: the server's cache must not hide it.
+    settings = make_settings(tmp_path, jwt_secret="c" * 48)
+    async with running_app(settings) as server, running_app(settings) as cli:
+        client = server.test_client()
+        pair = await signup_and_login(client)
+        assert (await client.get("/me", headers=bearer(pair["access_token"]))).status_code == 200
+
+        await auth.set_active(get_state(cli).database, "alice", active=False)
+
+        response = await client.get("/me", headers=bearer(pair["access_token"]))
+    assert response.status_code == 401
+    assert (await response.get_json())["code"] == "ACCOUNT_DISABLED"
