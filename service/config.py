@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=900, gt=0)
     refresh_token_ttl: int = Field(default=1_209_600, gt=0)
     redis_url: str | None = None
+    redis_prefix: str = Field(default="auth-service", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     # Key rotation: keys that still verify (and are published in the JWKS) but no longer sign.
     # Comma-separated: PEM file paths for asymmetric algorithms, secrets for HMAC.

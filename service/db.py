@@ -50,7 +50,7 @@ class Database:
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
         self.epoch: Epoch | None = None
         if settings.redis_url:
-            self.epoch = RedisEpoch(settings.redis_url)
+            self.epoch = RedisEpoch(settings.redis_url, settings.redis_prefix)
         elif self._sqlite_file is not None:
             self.epoch = FileEpoch(self._sqlite_file.with_name(self._sqlite_file.name + "-epoch"))
         self.subjects = SubjectCache(self.epoch) if self.epoch is not None else None

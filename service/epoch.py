@@ -33,7 +33,6 @@ from redis.exceptions import RedisError
 
 from .errors import ServiceUnavailable
 
-EPOCH_KEY = "auth-service:epoch"
 _COUNTER = struct.Struct("<Q")
 
 
@@ -73,19 +72,20 @@ class FileEpoch:
 
 
 class RedisEpoch:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         self._redis: Redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._key = f"{prefix}:epoch"
 
     async def current(self) -> int:
         try:
-            value = await self._redis.get(EPOCH_KEY)
+            value = await self._redis.get(self._key)
         except RedisError as exc:
             raise RedisUnavailable() from exc
         return int(value or 0)
 
     async def bump(self) -> None:
         try:
-            await self._redis.incr(EPOCH_KEY)
+            await self._redis.incr(self._key)
         except RedisError as exc:
             raise RedisUnavailable() from exc
 

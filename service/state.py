@@ -59,7 +59,7 @@ def build_throttle(settings: Settings) -> Throttle | None:
         )
     except ValueError as exc:
         raise ConfigError(f"AUTH_THROTTLE_*: {exc}") from None
-    return Throttle(limits, settings.redis_url)
+    return Throttle(limits, settings.redis_url, settings.redis_prefix)
 
 
 def token_settings(settings: Settings) -> TokenSettings:

@@ -35,13 +35,15 @@ class ThrottleLimits:
 
 
 class Throttle:
-    def __init__(self, limits: ThrottleLimits, redis_url: str | None = None) -> None:
+    def __init__(
+        self, limits: ThrottleLimits, redis_url: str | None = None, prefix: str = "auth-service"
+    ) -> None:
         self.limits = limits
         self.storage: Storage = (
             RedisStorage(
                 redis_url.replace("redis://", "async+redis://", 1),
                 implementation="redispy",
-                key_prefix="auth-throttle",
+                key_prefix=f"{prefix}:throttle",
             )
             if redis_url
             else MemoryStorage()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from quart import Quart
 
+from service import migrations
 from service.app import create_app
 from service.config import Settings
-from tests.support import PASSWORD, Client, SignedUp, make_settings
+from service.db import Database
+from tests import backends
+from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +26,62 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated once; each test copies it (CREATE DATABASE ... TEMPLATE)."""
+    backends.check_postgres()
+    backends.check_redis()
+    name = backends.create_database()
+
+    async def migrate() -> None:
+        database = Database(
+            make_settings(Path("/nonexistent"), database_url=backends.postgres_url(name))
+        )
+        try:
+            await migrations.upgrade(database)
+        finally:
+            await database.dispose()
+
+    backends.run_sync(migrate())
+    yield name
+    backends.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def settings_factory(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[SettingsFactory]:
+    """Settings for this test's backend: a temporary SQLite file, or a fresh PostgreSQL
+    database with its own Redis key prefix (the scale-out configuration)."""
+    if backend == "sqlite":
+        yield lambda **overrides: make_settings(tmp_path, **overrides)
+        return
+    template: str = request.getfixturevalue("postgres_template")
+    database = backends.create_database(template)
+    prefix = f"test-{database}"
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": backends.postgres_url(database),
+            "redis_url": backends.REDIS_URL,
+            "redis_prefix": prefix,
+        }
+        return make_settings(tmp_path, **{**values, **overrides})
+
+    yield factory
+    backends.drop_database(database)
+    backends.drop_redis_prefix(prefix)
+
+
+@pytest.fixture
+def settings(settings_factory: SettingsFactory) -> Settings:
+    return settings_factory()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from service.hooks import AuthHooks
 
 # Aliased so pytest does not try to collect a class whose name starts with "Test".
 Client = TestClientProtocol
+SettingsFactory = Callable[..., Settings]
 
 PASSWORD = "correct horse battery staple"
 

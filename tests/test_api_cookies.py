@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import PASSWORD, Client, make_settings, running_app
+from tests.support import PASSWORD, Client, SettingsFactory, running_app
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Client]:
+async def browser(settings_factory: SettingsFactory) -> AsyncIterator[Client]:
     # The test client speaks plain http, where a browser would not send Secure cookies.
-    async with running_app(make_settings(tmp_path, cookie_secure=False)) as app:
+    async with running_app(settings_factory(cookie_secure=False)) as app:
         client = app.test_client()
         await client.post(
             "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
@@ -56,8 +55,8 @@ async def test_session_login_sets_the_three_cookies(browser: Client) -> None:
     assert "Secure" not in access
 
 
-async def test_cookies_are_secure_outside_development(tmp_path: Path) -> None:
-    async with running_app(make_settings(tmp_path)) as app:  # AUTH_ENV=testing
+async def test_cookies_are_secure_outside_development(settings_factory: SettingsFactory) -> None:
+    async with running_app(settings_factory()) as app:  # AUTH_ENV=testing
         client = app.test_client()
         await client.post(
             "/signup", json={"username": "bob", "email": "b@x.io", "password": PASSWORD}

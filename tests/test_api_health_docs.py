@@ -17,11 +17,12 @@ async def test_health_is_200(client: Client) -> None:
     assert await response.get_json() == {"status": "ok"}
 
 
-async def test_ready_is_200_when_the_database_answers(client: Client) -> None:
+async def test_ready_is_200_when_the_backends_answer(client: Client, backend: str) -> None:
     response = await client.get("/ready")
 
     assert response.status_code == 200
-    assert await response.get_json() == {"status": "ready", "checks": {"database": "ok"}}
+    checks = {"database": "ok", "redis": "ok"} if "redis" in backend else {"database": "ok"}
+    assert await response.get_json() == {"status": "ready", "checks": checks}
 
 
 async def test_ready_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-from tests.support import Client, bearer, make_settings, running_app, signup_and_login
+from tests.support import Client, SettingsFactory, bearer, running_app, signup_and_login
 
 
 async def refresh(client: Client, refresh_token: str) -> Any:
@@ -62,8 +61,10 @@ async def test_refreshed_access_tokens_are_not_fresh(client: Client) -> None:
     assert claims["fresh"] is False
 
 
-async def test_reuse_after_the_grace_window_revokes_the_whole_family(tmp_path: Path) -> None:
-    async with running_app(make_settings(tmp_path, refresh_reuse_grace_seconds=0)) as app:
+async def test_reuse_after_the_grace_window_revokes_the_whole_family(
+    settings_factory: SettingsFactory,
+) -> None:
+    async with running_app(settings_factory(refresh_reuse_grace_seconds=0)) as app:
         client = app.test_client()
         first = await signup_and_login(client)
         second = await (await refresh(client, first["refresh_token"])).get_json()
@@ -119,8 +120,10 @@ async def test_twenty_concurrent_refreshes_leave_one_live_branch(client: Client)
     assert (await refresh(client, live)).status_code == 200
 
 
-async def test_concurrent_refreshes_without_grace_have_exactly_one_winner(tmp_path: Path) -> None:
-    async with running_app(make_settings(tmp_path, refresh_reuse_grace_seconds=0)) as app:
+async def test_concurrent_refreshes_without_grace_have_exactly_one_winner(
+    settings_factory: SettingsFactory,
+) -> None:
+    async with running_app(settings_factory(refresh_reuse_grace_seconds=0)) as app:
         client = app.test_client()
         pair = await signup_and_login(client)
 
@@ -137,8 +140,8 @@ async def test_concurrent_refreshes_without_grace_have_exactly_one_winner(tmp_pa
     assert all(response.status_code == 401 for response in after)
 
 
-async def test_the_family_has_an_absolute_lifetime(tmp_path: Path) -> None:
-    async with running_app(make_settings(tmp_path, refresh_family_ttl=1)) as app:
+async def test_the_family_has_an_absolute_lifetime(settings_factory: SettingsFactory) -> None:
+    async with running_app(settings_factory(refresh_family_ttl=1)) as app:
         client = app.test_client()
         pair = await signup_and_login(client)
         await asyncio.sleep(1.1)  # the family's lifetime is wall-clock time in the database
@@ -149,8 +152,10 @@ async def test_the_family_has_an_absolute_lifetime(tmp_path: Path) -> None:
     assert (await response.get_json())["code"] in {"TOKEN_EXPIRED"}
 
 
-async def test_token_endpoint_refresh_grant_detects_reuse_too(tmp_path: Path) -> None:
-    async with running_app(make_settings(tmp_path, refresh_reuse_grace_seconds=0)) as app:
+async def test_token_endpoint_refresh_grant_detects_reuse_too(
+    settings_factory: SettingsFactory,
+) -> None:
+    async with running_app(settings_factory(refresh_reuse_grace_seconds=0)) as app:
         client = app.test_client()
         pair = await signup_and_login(client)
         form = {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,8 @@ from service.state import get_state
 from tests.support import (
     PASSWORD,
     Client,
+    SettingsFactory,
     bearer,
-    make_settings,
     running_app,
     signup_and_login,
 )
@@ -280,9 +279,11 @@ async def test_disabling_a_user_revokes_refresh_too(app: Quart, client: Client) 
     assert await code_of(refreshed) == "ACCOUNT_DISABLED"
 
 
-async def test_a_logout_through_one_process_is_refused_by_another(tmp_path: Path) -> None:
-    # Two apps on one SQLite file, as two hypercorn workers would be: no shared memory.
-    settings = make_settings(tmp_path, jwt_secret="s" * 48)
+async def test_a_logout_through_one_process_is_refused_by_another(
+    settings_factory: SettingsFactory,
+) -> None:
+    # Two apps on one database, as two worker processes would be: no shared memory.
+    settings = settings_factory(jwt_secret="s" * 48)
     async with running_app(settings) as first, running_app(settings) as second:
         one, two = first.test_client(), second.test_client()
         pair = await signup_and_login(one)

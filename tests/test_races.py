@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from quart import Quart
 
-from tests.support import PASSWORD, Client, make_settings, running_app
+from tests.support import PASSWORD, Client, SettingsFactory, running_app
 
 
 async def signup(client: Client, username: str, email: str) -> Any:
@@ -30,10 +29,10 @@ async def test_24_parallel_signups_of_one_username_give_one_201(app: Quart, clie
 
 
 async def test_200_concurrent_writers_on_two_processes_never_see_a_locked_database(
-    tmp_path: Path,
+    settings_factory: SettingsFactory,
 ) -> None:
-    # Two apps on one SQLite file stand for two worker processes: separate pools and writers.
-    settings = make_settings(tmp_path, jwt_secret="k" * 48)
+    # Two apps on one database stand for two worker processes: separate pools and writers.
+    settings = settings_factory(jwt_secret="k" * 48)
     async with running_app(settings) as first, running_app(settings) as second:
         clients = [first.test_client(), second.test_client()]
         responses = await asyncio.gather(

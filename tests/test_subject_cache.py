@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from quart import Quart
@@ -12,7 +11,7 @@ from sqlalchemy import event
 
 from service import auth
 from service.state import get_state
-from tests.support import Client, bearer, make_settings, running_app, signup_and_login
+from tests.support import Client, SettingsFactory, bearer, running_app, signup_and_login
 
 
 @contextmanager
@@ -55,9 +54,11 @@ async def test_a_profile_change_is_seen_on_the_next_request(client: Client) -> N
     assert (await response.get_json())["name"] == "New Name"
 
 
-async def test_a_change_made_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+async def test_a_change_made_by_another_process_is_seen_at_once(
+    settings_factory: SettingsFactory,
+) -> None:
     # The CLI (another process) disables the user: the server's cache must not hide it.
-    settings = make_settings(tmp_path, jwt_secret="c" * 48)
+    settings = settings_factory(jwt_secret="c" * 48)
     async with running_app(settings) as server, running_app(settings) as cli:
         client = server.test_client()
         pair = await signup_and_login(client)

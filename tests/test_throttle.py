@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from quart import Quart
 
-from tests.support import PASSWORD, Client, make_settings, running_app
+from tests.support import PASSWORD, Client, SettingsFactory, running_app
 
 
 @pytest.fixture
-async def strict(tmp_path: Path) -> AsyncIterator[Quart]:
-    settings = make_settings(
-        tmp_path,
+async def strict(settings_factory: SettingsFactory) -> AsyncIterator[Quart]:
+    settings = settings_factory(
         throttle_account_limits="3/minute",
         throttle_ip_limits="6/minute",
         throttle_refresh_limits="4/minute",
@@ -99,10 +97,10 @@ async def test_a_success_resets_the_account_counter(strict: Quart) -> None:
     assert [await wrong(client) for _ in range(3)] == [401, 401, 401]
 
 
-async def test_the_lockout_ends_when_the_window_does(tmp_path: Path) -> None:
+async def test_the_lockout_ends_when_the_window_does(settings_factory: SettingsFactory) -> None:
     import asyncio
 
-    settings = make_settings(tmp_path, throttle_account_limits="2/second")
+    settings = settings_factory(throttle_account_limits="2/second")
     async with running_app(settings) as app:
         client = app.test_client()
         await client.post(
@@ -128,8 +126,8 @@ async def test_failed_refreshes_are_limited_per_address(strict: Quart) -> None:
     assert codes == [401, 401, 401, 401, 429]
 
 
-async def test_throttling_can_be_turned_off(tmp_path: Path) -> None:
-    async with running_app(make_settings(tmp_path, throttle_enabled=False)) as app:
+async def test_throttling_can_be_turned_off(settings_factory: SettingsFactory) -> None:
+    async with running_app(settings_factory(throttle_enabled=False)) as app:
         client = app.test_client()
         codes = {await wrong(client) for _ in range(40)}
 
