@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     jwt_leeway: int = Field(default=30, ge=0, le=30)
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    hash_queue: int = Field(default=0, ge=0)  # 0: eight jobs per hashing thread
     argon2_memory_cost: int = Field(default=65_536, ge=8)
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_parallelism: int = Field(default=4, ge=1)

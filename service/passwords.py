@@ -12,14 +12,18 @@ import asyncio
 import re
 import secrets
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from passlib.context import CryptContext
 from werkzeug.security import check_password_hash
 
 from .config import Settings
+from .errors import ServiceUnavailable
+
+T = TypeVar("T")
 
 # bcrypt reads at most 72 bytes of the password.
 BCRYPT_MAX_BYTES = 72
@@ -68,8 +72,20 @@ class Verification:
     new_hash: str | None
 
 
+class HashingBusy(ServiceUnavailable):
+    default_detail = "Too many password checks are waiting; try again in a moment."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
 class PasswordHasher:
-    """Hashes and verifies in a bounded thread pool, sized to the cores by default."""
+    """Hashes and verifies in a bounded thread pool, sized to the cores by default.
+
+    The queue in front of the pool is bounded too (``hash_queue`` jobs, running or waiting):
+    argon2 takes 64 MiB per hash, so a login storm gets 503 + Retry-After beyond that instead
+    of an unbounded backlog.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.context = CryptContext(
@@ -85,18 +101,26 @@ class PasswordHasher:
             max_workers=settings.hash_workers, thread_name_prefix="password-hash"
         )
         self._dummy_hash: str | None = None
+        self.queue_limit = settings.hash_queue or settings.hash_workers * 8
+        self.pending = 0
+
+    async def _run(self, job: Callable[..., T], *args: Any) -> T:
+        if self.pending >= self.queue_limit:
+            raise HashingBusy()
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
+        finally:
+            self.pending -= 1
 
     async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._hash, password)
+        return await self._run(self._hash, password)
 
     async def verify(self, password: str, stored_hash: str | None) -> Verification:
         """Check ``password``; with no stored hash, a dummy is verified so timing is the same."""
         known = stored_hash is not None
         checked = stored_hash if stored_hash is not None else await self.dummy_hash()
-        result = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._verify_and_update, password, checked
-        )
+        result = await self._run(self._verify_and_update, password, checked)
         return result if known else Verification(ok=False, new_hash=None)
 
     async def dummy_hash(self) -> str:

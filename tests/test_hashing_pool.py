@@ -1,0 +1,46 @@
+"""The hashing pool's queue is bounded: beyond it, 503 with Retry-After, never a backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from service.state import get_state
+from tests.support import PASSWORD, SettingsFactory, running_app
+
+
+async def test_a_full_hashing_queue_answers_503_and_recovers(
+    settings_factory: SettingsFactory,
+) -> None:
+    async with running_app(settings_factory(hash_workers=1, hash_queue=2)) as app:
+        hasher = get_state(app).hasher
+        release = threading.Event()
+        original = hasher._hash
+
+        def slow_hash(password: str) -> str:
+            release.wait(timeout=30)
+            return original(password)
+
+        hasher._hash = slow_hash  # type: ignore[method-assign]
+        client = app.test_client()
+
+        def signup(index: int) -> Any:
+            body = {"username": f"user{index}", "email": f"u{index}@x.io", "password": PASSWORD}
+            return asyncio.create_task(client.post("/signup", json=body))
+
+        waiting = [signup(i) for i in range(2)]
+        for _ in range(1000):  # until both jobs hold their places in the pool
+            if hasher.pending >= 2:
+                break
+            await asyncio.sleep(0.01)
+        refused = await signup(9)
+        release.set()
+        accepted = await asyncio.gather(*waiting)
+        later = await signup(10)
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert (await refused.get_json())["code"] == "SERVICE_UNAVAILABLE"
+    assert [response.status_code for response in accepted] == [201, 201]
+    assert later.status_code == 201
