@@ -27,6 +27,7 @@ M = TypeVar("M", bound=BaseModel)
 # A view's answer: a model, its status and headers (quart-schema turns the model into JSON).
 ModelResponse = tuple[BaseModel, int, dict[str, str]]
 
+NO_CONTENT_ATTRIBUTE = "_auth_no_content"
 PROBLEMS_ATTRIBUTE = "_auth_problem_responses"
 MEDIA_TYPES_ATTRIBUTE = "_auth_request_media_types"
 JSON_TYPE = "application/json"
@@ -50,6 +51,12 @@ def documents_errors(*errors: type[APIError]) -> Callable[[F], F]:
         return func
 
     return decorator
+
+
+def documents_no_content(func: F) -> F:
+    """Record that the route answers 204 No Content on success."""
+    setattr(func, NO_CONTENT_ATTRIBUTE, True)
+    return func
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:

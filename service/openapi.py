@@ -8,7 +8,7 @@ from quart_schema import OpenAPIProvider
 from werkzeug.routing.rules import Rule
 
 from .errors import PROBLEM_CONTENT_TYPE, CsrfFailed
-from .http import MEDIA_TYPES_ATTRIBUTE, PROBLEMS_ATTRIBUTE
+from .http import MEDIA_TYPES_ATTRIBUTE, NO_CONTENT_ATTRIBUTE, PROBLEMS_ATTRIBUTE
 from .schemas import Problem
 
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -18,6 +18,27 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "type": "oauth2",
         "flows": {"password": {"tokenUrl": "/token", "scopes": {}}},
     },
+}
+_REFRESH_LINK = {
+    "operationId": "post_refresh",
+    "requestBody": {"refresh_token": "$response.body#/refresh_token"},
+    "description": "Rotate the refresh token just issued.",
+}
+_LOGOUT_LINK = {"operationId": "post_logout", "description": "End the session just started."}
+# OpenAPI links: how a client (or a stateful fuzzer) chains signup -> login -> refresh -> logout.
+LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("/signup", "post", "201"): {
+        "LogIn": {
+            "operationId": "post_login",
+            "requestBody": {
+                "username": "$response.body#/username",
+                "password": "$request.body#/password",
+            },
+            "description": "Log in as the user just created.",
+        }
+    },
+    ("/login", "post", "200"): {"Refresh": _REFRESH_LINK, "LogOut": _LOGOUT_LINK},
+    ("/refresh", "post", "200"): {"Refresh": _REFRESH_LINK, "LogOut": _LOGOUT_LINK},
 }
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content"}
@@ -42,6 +63,8 @@ class AuthOpenAPIProvider(OpenAPIProvider):
             if guarded and method.upper() in UNSAFE_METHODS:
                 method_problems.setdefault(CsrfFailed.status, []).append(CsrfFailed.title)
             responses = operation["responses"] = dict(operation["responses"])
+            if getattr(view, NO_CONTENT_ATTRIBUTE, False):
+                responses[204] = {"description": STATUS_TEXT[204]}
             for status, response in responses.items():
                 if not response.get("description"):
                     response["description"] = STATUS_TEXT.get(int(status), "Success")
@@ -50,6 +73,11 @@ class AuthOpenAPIProvider(OpenAPIProvider):
                     "description": "; ".join(titles),
                     "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": PROBLEM_REF}}},
                 }
+            path = next(iter(paths))
+            for status, response in responses.items():
+                links = LINKS.get((path, method, str(status)))
+                if links:
+                    response["links"] = links
             if media_types and "requestBody" in operation:
                 body_schema = next(iter(operation["requestBody"]["content"].values()))["schema"]
                 operation["requestBody"] = {

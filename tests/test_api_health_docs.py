@@ -71,12 +71,14 @@ async def test_openapi_marks_guarded_routes_and_only_those(client: Client) -> No
 async def test_openapi_lists_each_status_with_the_problem_schema(client: Client) -> None:
     paths = (await openapi(client))["paths"]
     expected = {
-        ("/signup", "post"): {"201", "409", "413", "415", "422"},
-        ("/login", "post"): {"200", "401", "413", "415", "422"},
-        ("/token", "post"): {"200", "400", "413"},
+        ("/signup", "post"): {"201", "409", "413", "415", "422", "503"},
+        ("/login", "post"): {"200", "401", "413", "415", "422", "429", "503"},
+        ("/token", "post"): {"200", "400", "413", "429", "503"},
         ("/protected", "get"): {"200", "401"},
         ("/me", "get"): {"200", "401"},
         ("/ready", "get"): {"200", "503"},
+        ("/logout", "post"): {"204", "401", "403"},
+        ("/sessions/{session_id}", "delete"): {"204", "401", "403", "404"},
         ("/health", "get"): {"200"},
     }
     for (path, method), statuses in expected.items():
@@ -86,6 +88,23 @@ async def test_openapi_lists_each_status_with_the_problem_schema(client: Client)
             if int(status) >= 400:
                 content = response["content"]["application/problem+json"]
                 assert content["schema"] == {"$ref": "#/components/schemas/Problem"}
+
+
+async def test_openapi_links_chain_signup_login_refresh_logout(client: Client) -> None:
+    paths = (await openapi(client))["paths"]
+
+    signup = paths["/signup"]["post"]["responses"]["201"]["links"]
+    login = paths["/login"]["post"]["responses"]["200"]["links"]
+    refresh = paths["/refresh"]["post"]["responses"]["200"]["links"]
+    operation_ids = {
+        operation["operationId"] for item in paths.values() for operation in item.values()
+    }
+    assert signup["LogIn"]["operationId"] == "post_login"
+    assert login["Refresh"]["requestBody"] == {"refresh_token": "$response.body#/refresh_token"}
+    assert login["LogOut"]["operationId"] == "post_logout"
+    assert refresh["Refresh"]["operationId"] == "post_refresh"
+    for links in (signup, login, refresh):
+        assert {link["operationId"] for link in links.values()} <= operation_ids
 
 
 async def test_openapi_bodies_accept_json_and_forms(client: Client) -> None:

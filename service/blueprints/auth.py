@@ -23,6 +23,7 @@ from service.errors import (
     TokenMissing,
     TokenReused,
     TokenRevoked,
+    TooManyAttempts,
     UnsupportedMediaType,
     UserExists,
     ValidationFailed,
@@ -35,10 +36,12 @@ from service.http import (
     ModelResponse,
     documents_body,
     documents_errors,
+    documents_no_content,
     parse_model,
     read_body,
     validate_body,
 )
+from service.passwords import HashingBusy
 from service.schemas import (
     LoginRequest,
     RefreshRequest,
@@ -59,7 +62,7 @@ REFRESH_ERRORS = (TokenMissing, TokenInvalid, TokenExpired, TokenRevoked, TokenR
 @blueprint.post("/signup")
 @validate_body(SignupRequest)
 @validate_response(UserOut, 201)
-@documents_errors(UserExists)
+@documents_errors(UserExists, HashingBusy)
 async def signup(data: SignupRequest) -> ModelResponse:
     """Create an account
 
@@ -81,7 +84,7 @@ async def signup(data: SignupRequest) -> ModelResponse:
 @blueprint.post("/login")
 @validate_body(LoginRequest)
 @validate_response(TokenPairOut, 200)
-@documents_errors(InvalidCredentials)
+@documents_errors(InvalidCredentials, TooManyAttempts, HashingBusy)
 async def login(data: LoginRequest) -> ModelResponse:
     """Log in with a username (or email) and password
 
@@ -94,7 +97,7 @@ async def login(data: LoginRequest) -> ModelResponse:
 @blueprint.post("/token")
 @validate_response(TokenOut, 200)
 @documents_body(TokenRequest, media_types=(FORM_TYPE, JSON_TYPE), errors=(PayloadTooLarge,))
-@documents_errors(OAuthError)
+@documents_errors(OAuthError, TooManyAttempts, HashingBusy)
 async def token() -> ModelResponse:
     """OAuth2 token endpoint (RFC 6749)
 
@@ -145,7 +148,7 @@ async def _presented_refresh_token() -> tuple[str, bool]:
 @blueprint.post("/refresh")
 @validate_response(TokenPairOut, 200)
 @documents_body(RefreshRequest)
-@documents_errors(*REFRESH_ERRORS, WrongTokenType, CsrfFailed)
+@documents_errors(*REFRESH_ERRORS, WrongTokenType, CsrfFailed, TooManyAttempts)
 async def refresh() -> ModelResponse:
     """Rotate a refresh token
 
@@ -163,6 +166,7 @@ async def refresh() -> ModelResponse:
 @blueprint.post("/logout")
 @token_required
 @documents_errors(TokenRevoked)
+@documents_no_content
 async def logout() -> tuple[str, int]:
     """Log out: revoke this access token and its session"""
     await auth.logout(get_state().database, current_claims())
@@ -172,6 +176,7 @@ async def logout() -> tuple[str, int]:
 @blueprint.post("/logout/all")
 @token_required
 @documents_errors(TokenRevoked)
+@documents_no_content
 async def logout_all() -> tuple[str, int]:
     """Log out everywhere: revoke every session and token of this user"""
     await auth.logout_all(get_state().database, current_user().id)

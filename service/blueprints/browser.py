@@ -12,9 +12,10 @@ from service.blueprints.common import (
     detach_session_cookies,
     password_login,
 )
-from service.errors import InvalidCredentials
+from service.errors import InvalidCredentials, TooManyAttempts
 from service.guards import current_claims, token_required
-from service.http import ModelResponse, documents_errors, validate_body
+from service.http import ModelResponse, documents_errors, documents_no_content, validate_body
+from service.passwords import HashingBusy
 from service.schemas import CookieLoginOut, LoginRequest, UserOut
 from service.state import get_state
 
@@ -25,7 +26,7 @@ tag_blueprint(blueprint, ["auth"])
 @blueprint.post("/session")
 @validate_body(LoginRequest)
 @validate_response(CookieLoginOut, 200)
-@documents_errors(InvalidCredentials)
+@documents_errors(InvalidCredentials, TooManyAttempts, HashingBusy)
 async def create_session(data: LoginRequest) -> ModelResponse:
     """Log in a browser: sets the session cookies
 
@@ -41,6 +42,7 @@ async def create_session(data: LoginRequest) -> ModelResponse:
 
 @blueprint.delete("/session")
 @token_required
+@documents_no_content
 async def delete_session() -> tuple[str, int]:
     """Log a browser out: revokes the session and clears its cookies"""
     await auth.logout(get_state().database, current_claims())

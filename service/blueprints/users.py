@@ -17,7 +17,8 @@ from service.guards import (
     roles_required,
     token_required,
 )
-from service.http import ModelResponse, documents_errors, validate_body
+from service.http import ModelResponse, documents_errors, documents_no_content, validate_body
+from service.passwords import HashingBusy
 from service.schemas import (
     AdminUsersQuery,
     PasswordChange,
@@ -76,7 +77,8 @@ async def update_me(data: ProfileUpdate) -> UserOut:
 @blueprint.post("/me/password")
 @fresh_required
 @validate_body(PasswordChange)
-@documents_errors(InvalidCredentials)
+@documents_errors(InvalidCredentials, HashingBusy)
+@documents_no_content
 async def change_password(data: PasswordChange) -> tuple[str, int]:
     """Change your password (fresh token required)
 
@@ -115,6 +117,7 @@ async def sessions() -> SessionList:
 @blueprint.delete("/sessions/<uuid:session_id>")
 @token_required
 @documents_errors(NotFound)
+@documents_no_content
 async def revoke_session(session_id: uuid.UUID) -> tuple[str, int]:
     """Sign out one session (device): its refresh and access tokens stop working"""
     await auth.revoke_session(get_state().database, current_user(), session_id)
