@@ -18,7 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def start(tmp_path: Path, port: int, workers: int) -> asyncio.subprocess.Process:
-    env = clean_env(AUTH_ENV="testing", AUTH_JWT_SECRET="g" * 48, AUTH_THROTTLE_ENABLED="false")
+    env = clean_env(
+        AUTH_ENV="testing",
+        AUTH_JWT_SECRET="g" * 48,
+        AUTH_THROTTLE_ENABLED="false",
+        AUTH_ARGON2_MEMORY_COST="1024",
+        AUTH_ARGON2_TIME_COST="1",
+    )
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -81,7 +87,7 @@ async def test_sigterm_during_a_burst_drops_no_in_flight_request(tmp_path: Path)
                 "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
             )
             assert signup.status_code == 201
-        # Logins hash with the default argon2 cost: the burst keeps both workers busy a while.
+        # Each login takes a second (tests/slow_app.py): all of them are in flight at the signal.
         connections = await asyncio.gather(*(send_login(port) for _ in range(16)))
         await asyncio.sleep(0.2)
         os.kill(process.pid, signal.SIGTERM)

@@ -1,0 +1,19 @@
+"""The service with logins that take a second (an awaited hook sleeps): requests stay in flight
+long enough to be caught by a signal, without loading the CPU. Served by the shutdown test."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from service.app import create_app
+from service.hooks import AuthHooks
+from service.models import User
+
+
+async def slow_claims(user: User) -> dict[str, Any]:
+    await asyncio.sleep(1.0)
+    return {}
+
+
+app = create_app(hooks=AuthHooks(additional_claims=slow_claims))
