@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from quart import Quart
 
 from service.state import get_state
-from tests.support import bearer, make_settings, running_app, signup_and_login
+from tests.support import SettingsFactory, bearer, make_settings, running_app, signup_and_login
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -36,8 +36,10 @@ def segment(data: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-async def target(tmp_path: Path) -> AsyncIterator[tuple[Quart, dict[str, Any], dict[str, Any]]]:
-    async with running_app(make_settings(tmp_path, jwt_secret=SECRET)) as app:
+async def target(
+    settings_factory: SettingsFactory,
+) -> AsyncIterator[tuple[Quart, dict[str, Any], dict[str, Any]]]:
+    async with running_app(settings_factory(jwt_secret=SECRET)) as app:
         pair = await signup_and_login(app.test_client())
         claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
         header = jwt.get_unverified_header(pair["access_token"])
