@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.servers import clean_env, free_port, wait_until_up
 from tests.support import PASSWORD
-from tests.test_startup import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,17 +40,6 @@ async def start(tmp_path: Path, port: int, workers: int) -> asyncio.subprocess.P
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-
-
-async def wait_until_up(base: str) -> None:
-    async with httpx.AsyncClient(base_url=base) as client:
-        for _ in range(400):
-            try:
-                if (await client.get("/health")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-    raise AssertionError("the server did not start")
 
 
 async def send_login(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

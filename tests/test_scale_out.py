@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.config import Settings
+from tests.servers import clean_env, free_port, hypercorn_server
 from tests.support import PASSWORD, SettingsFactory, make_settings, running_app
-from tests.test_startup import clean_env, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_redis_down_fails_closed(tmp_path: Path) -> None:
@@ -60,11 +54,9 @@ async def test_redis_down_refuses_tokens_instead_of_accepting_them(tmp_path: Pat
     assert response.headers["Retry-After"] == "1"
 
 
-@asynccontextmanager
-async def service_process(settings: Settings, workdir: Path) -> AsyncIterator[str]:
-    """A real server process (hypercorn) on its own port, configured by AUTH_* variables."""
-    port = free_port()
-    env = clean_env(
+def service_env(settings: Settings) -> dict[str, str]:
+    """A real server process (hypercorn) configured by AUTH_* variables like ``settings``."""
+    return clean_env(
         AUTH_ENV="testing",
         AUTH_DATABASE_URL=settings.database_url,
         AUTH_REDIS_URL=settings.redis_url or "",
@@ -75,35 +67,6 @@ async def service_process(settings: Settings, workdir: Path) -> AsyncIterator[st
         AUTH_REFRESH_REUSE_GRACE_SECONDS="0",
         AUTH_THROTTLE_ACCOUNT_LIMITS="3/minute",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hypercorn",
-        "-c",
-        str(ROOT / "hypercorn.toml"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--access-logfile",
-        "/dev/null",
-        "service.asgi:app",
-        cwd=workdir,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base) as client:
-            for _ in range(400):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        yield base
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=30)
 
 
 @pytest.mark.parametrize("backend", ["postgresql+redis"], indirect=True)
@@ -112,8 +75,8 @@ async def test_two_processes_share_revocation_throttle_and_reuse_detection(
 ) -> None:
     settings = settings_factory()
     async with (
-        service_process(settings, tmp_path) as one,
-        service_process(settings, tmp_path) as two,
+        hypercorn_server(tmp_path, service_env(settings)) as one,
+        hypercorn_server(tmp_path, service_env(settings)) as two,
         httpx.AsyncClient(base_url=one) as a,
         httpx.AsyncClient(base_url=two) as b,
     ):

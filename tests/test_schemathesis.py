@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.servers import clean_env, hypercorn_server
 from tests.support import PASSWORD
-from tests.test_startup import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance,ignored_auth"
@@ -23,8 +23,6 @@ BUDGET_SECONDS = "100"
 
 
 async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = clean_env(
         AUTH_ENV="testing",
         AUTH_JWT_SECRET="f" * 48,
@@ -35,30 +33,8 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
         AUTH_THROTTLE_IP_LIMITS="100000/minute",
         AUTH_THROTTLE_REFRESH_LIMITS="100000/minute",
     )
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hypercorn",
-        "-c",
-        str(ROOT / "hypercorn.toml"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--access-logfile",
-        "/dev/null",
-        "service.asgi:app",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
+    async with hypercorn_server(tmp_path, env) as base:
         async with httpx.AsyncClient(base_url=base) as client:
-            for _ in range(400):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
             await client.post(
                 "/signup", json={"username": "fuzzer", "email": "f@x.io", "password": PASSWORD}
             )
@@ -94,9 +70,6 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             stderr=asyncio.subprocess.STDOUT,
         )
         output, _ = await asyncio.wait_for(fuzz.communicate(), timeout=280)
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), timeout=30)
 
     report = output.decode(errors="replace")
     assert fuzz.returncode == 0, report[-6000:]

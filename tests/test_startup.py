@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import sys
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-HYPERCORN = [sys.executable, "-m", "hypercorn", "-c", str(ROOT / "hypercorn.toml")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+from tests.servers import HYPERCORN, clean_env, free_port
 
 
 async def test_production_without_a_secret_exits_non_zero_with_one_line(tmp_path: Path) -> None:
