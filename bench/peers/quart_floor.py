@@ -1,0 +1,16 @@
+"""The floor: a bare Quart route, no token, no database, served on the service's hypercorn config.
+
+    hypercorn -c hypercorn.toml --workers 2 --access-logfile '' --bind 127.0.0.1:PORT quart_floor:app
+"""
+
+from __future__ import annotations
+
+from quart import Quart
+
+app = Quart(__name__)
+USER = {"id": "00000000-0000-4000-8000-000000000000", "username": "bench"}
+
+
+@app.get("/protected")
+async def protected() -> dict[str, str]:
+    return USER
