@@ -5,12 +5,14 @@ Nothing here knows HTTP: callers pass plain values and get models, tokens or API
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .audit import audit
 from .db import Database
@@ -331,11 +333,35 @@ async def verify_access(database: Database, claims: Claims) -> User:
     or a disabled account still takes effect on the very next request in every process.
     """
     cache = database.subjects
-    epoch = await cache.epoch.current() if cache is not None else 0
-    if cache is not None:
-        cached = cache.get(claims.jti, epoch)
-        if isinstance(cached, User):
-            return cached
+    if cache is None:
+        return await _load_access_subject(database, claims)
+    epoch = await cache.epoch.current()
+    cached = cache.get(claims.jti, epoch)
+    if isinstance(cached, User):
+        return cached
+    key = (claims.jti, epoch)
+    pending = cache.loading.get(key)
+    if pending is not None:
+        # Another request is loading this very token: share its answer (or its refusal).
+        user: User = await asyncio.shield(pending)
+        return user
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    cache.loading[key] = future
+    try:
+        user = await _load_access_subject(database, claims)
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved here, so an unawaited future does not warn
+        raise
+    else:
+        future.set_result(user)
+        cache.put(claims.jti, epoch, user)
+        return user
+    finally:
+        del cache.loading[key]
+
+
+async def _load_access_subject(database: Database, claims: Claims) -> User:
     user_id = _uuid_claim(claims.subject)
     family_id = _uuid_claim(claims.session_id) if claims.session_id is not None else None
     async with unit_of_work(database) as uow:
@@ -349,8 +375,6 @@ async def verify_access(database: Database, claims: Claims) -> User:
         raise AccountDisabled()
     if claims.version != user.token_version or subject.family_revoked or subject.jti_revoked:
         raise TokenRevoked()
-    if cache is not None:
-        cache.put(claims.jti, epoch, user)
     return user
 
 

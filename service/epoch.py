@@ -18,6 +18,7 @@ Where the counter lives:
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import mmap
 import os
@@ -121,6 +122,10 @@ class SubjectCache:
         self.max_entries = max_entries
         self.ttl = ttl
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # One load per key at a time: a burst of requests with a token nobody has verified yet
+        # waits for the first request's query instead of stampeding the database pool.
+        # Keyed by (key, epoch): a load begun before a change is never shared after it.
+        self.loading: dict[tuple[str, int], asyncio.Future[Any]] = {}
 
     def get(self, key: str, epoch: int) -> Any | None:
         entry = self._entries.get(key)

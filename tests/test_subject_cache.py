@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,3 +70,27 @@ async def test_a_change_made_by_another_process_is_seen_at_once(
         response = await client.get("/me", headers=bearer(pair["access_token"]))
     assert response.status_code == 401
     assert (await response.get_json())["code"] == "ACCOUNT_DISABLED"
+
+
+async def test_a_burst_with_a_new_token_loads_it_once(app: Quart, client: Client) -> None:
+    pair = await signup_and_login(client)
+
+    with counting_queries(app) as statements:
+        responses = await asyncio.gather(
+            *(client.get("/protected", headers=bearer(pair["access_token"])) for _ in range(50))
+        )
+
+    assert [response.status_code for response in responses] == [200] * 50
+    selects = [statement for statement in statements if statement.lstrip().startswith("SELECT")]
+    assert len(selects) == 1  # one load, shared by the 49 requests that came meanwhile
+
+
+async def test_a_refused_token_is_refused_for_every_waiter(app: Quart, client: Client) -> None:
+    pair = await signup_and_login(client)
+    await auth.set_active(get_state(app).database, "alice", active=False)
+
+    responses = await asyncio.gather(
+        *(client.get("/protected", headers=bearer(pair["access_token"])) for _ in range(20))
+    )
+
+    assert {response.status_code for response in responses} == {401}
