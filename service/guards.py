@@ -111,13 +111,20 @@ async def authenticate() -> AuthContext:
     claims = decode_token(state.tokens, token, expected_type="access")
     if transport == "cookie":
         check_csrf(claims)
+    user = await load_user(claims)
+    return AuthContext(user=user, claims=claims, transport=transport)
+
+
+async def load_user(claims: Claims) -> User:
+    """The user of verified access-token claims, through the awaited hooks; else an APIError."""
+    state = get_state()
     hooks = state.hooks
     if hooks.revocation_check is not None and await hooks.revocation_check(claims):
         raise TokenRevoked()
     user = await verify_access(state.database, claims)
     if hooks.user_loader is not None:
         user = await hooks.user_loader(claims, user)
-    return AuthContext(user=user, claims=claims, transport=transport)
+    return user
 
 
 def _guard(

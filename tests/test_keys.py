@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import socket
 import sys
@@ -23,6 +22,7 @@ from service.config import ConfigError, Settings
 from service.keys import generate_private_key_pem, jwks, key_from_pem, load_previous_keys
 from service.state import token_settings
 from service.tokens import SigningKey, TokenSettings
+from tests.servers import clean_env
 from tests.support import PASSWORD, Client, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +38,6 @@ class Finished:
     returncode: int
     stdout: str
     stderr: str
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 async def keys_generate(*args: str) -> Finished:

@@ -13,7 +13,7 @@ from service.guards import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
 from service.models import User
 from service.schemas import TokenPairOut
 from service.state import get_state
-from service.throttle import PASSWORD_SCOPE, REFRESH_SCOPE
+from service.throttle import PASSWORD_SCOPE, REFRESH_SCOPE, Throttle
 
 AnyResponse = Response | WerkzeugResponse
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -95,6 +95,19 @@ def _ip() -> str:
     return request.remote_addr or "unknown"
 
 
+async def _within_limits(
+    throttle: Throttle | None, scope: str, event: str, *, account: str | None, ip: str
+) -> None:
+    """Raise TooManyAttempts (and audit it as ``event``) when a throttle window is full."""
+    if throttle is None:
+        return
+    try:
+        await throttle.check(scope, account=account, ip=ip)
+    except TooManyAttempts:
+        audit(event, outcome="throttled")
+        raise
+
+
 async def password_login(
     username: str, password: str, *, cookie: bool
 ) -> tuple[User, auth.TokenPair]:
@@ -104,12 +117,7 @@ async def password_login(
     """
     state = get_state()
     throttle, ip = state.throttle, _ip()
-    if throttle is not None:
-        try:
-            await throttle.check(PASSWORD_SCOPE, account=username, ip=ip)
-        except TooManyAttempts:
-            audit("login", outcome="throttled")
-            raise
+    await _within_limits(throttle, PASSWORD_SCOPE, "login", account=username, ip=ip)
     try:
         user = await auth.authenticate(
             state.database, state.hasher, login=username, password=password
@@ -136,12 +144,7 @@ async def throttled_refresh(raw_token: str, *, cookie: bool) -> auth.TokenPair:
     """Rotate a refresh token; failed refreshes from one address are throttled."""
     state = get_state()
     throttle, ip = state.throttle, _ip()
-    if throttle is not None:
-        try:
-            await throttle.check(REFRESH_SCOPE, account=None, ip=ip)
-        except TooManyAttempts:
-            audit("refresh", outcome="throttled")
-            raise
+    await _within_limits(throttle, REFRESH_SCOPE, "refresh", account=None, ip=ip)
     try:
         return await auth.refresh_session(
             state.database,

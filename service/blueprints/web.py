@@ -32,7 +32,7 @@ from service.blueprints.common import (
     set_session_cookies,
 )
 from service.errors import APIError, InvalidCredentials, Unauthorized, UserExists
-from service.guards import ACCESS_COOKIE
+from service.guards import ACCESS_COOKIE, load_user
 from service.http import FORM_TYPE, read_body
 from service.models import User
 from service.repository import DuplicateUser
@@ -149,15 +149,9 @@ async def _cookie_session() -> CookieSession | None:
     token = request.cookies.get(ACCESS_COOKIE)
     if not token:
         return None
-    state = get_state()
-    hooks = state.hooks
     try:
-        claims = decode_token(state.tokens, token, expected_type="access")
-        if hooks.revocation_check is not None and await hooks.revocation_check(claims):
-            return None
-        user = await auth.verify_access(state.database, claims)
-        if hooks.user_loader is not None:
-            user = await hooks.user_loader(claims, user)
+        claims = decode_token(get_state().tokens, token, expected_type="access")
+        user = await load_user(claims)
     except Unauthorized:
         return None
     return CookieSession(user=user, claims=claims)
