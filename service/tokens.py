@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -69,6 +70,38 @@ def rfc7638_thumbprint(jwk: dict[str, Any]) -> str:
     return _b64(hashlib.sha256(canonical.encode()).digest())
 
 
+class VerifiedTokens:
+    """Tokens whose signature, issuer, audience and claim types were verified, with their claims.
+
+    Verifying a token is a pure function of the token, the keys and the clock, and the clock only
+    enters through the time claims: so a token seen before needs only its times checked again,
+    not a second signature check (a client sends the same access token for its whole life).
+    Bounded (least recently used out first); bound to one TokenSettings, so other keys start
+    empty. Only tokens that verified are kept.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Claims] = OrderedDict()
+
+    def get(self, token: str) -> Claims | None:
+        claims = self._entries.get(token)
+        if claims is not None:
+            self._entries.move_to_end(token)
+        return claims
+
+    def put(self, token: str, claims: Claims) -> None:
+        self._entries[token] = claims
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass(frozen=True)
 class TokenSettings:
     key: SigningKey
@@ -78,6 +111,10 @@ class TokenSettings:
     refresh_ttl: int
     leeway: int = 30
     previous_keys: Sequence[SigningKey] = ()
+    # Not an init field: a copy made with other keys (dataclasses.replace) starts empty.
+    verified: VerifiedTokens = field(
+        default_factory=VerifiedTokens, init=False, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -168,8 +205,18 @@ def decode_token(
     """Verify ``token``; return its claims or raise TokenInvalid, TokenExpired, WrongTokenType.
 
     The algorithm is pinned to the configured key's; keys named in the token (``jwk``, ``jku``,
-    ``x5u``) are never used; ``kid`` only selects among the configured keys.
+    ``x5u``) are never used; ``kid`` only selects among the configured keys. A token that
+    verified before is found in ``settings.verified``: only its times and type are checked again.
     """
+    clock = time.time() if now is None else now
+    known = settings.verified.get(token)
+    if known is not None:
+        try:
+            _check_times(known.raw, clock, settings.leeway)
+        except TokenExpired:
+            settings.verified.discard(token)
+            raise
+        return _typed(known, expected_type)
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise TokenInvalid()
     try:
@@ -198,17 +245,24 @@ def decode_token(
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise TokenInvalid() from exc
-    _check_times(payload, time.time() if now is None else now, settings.leeway)
-    return _claims(payload, expected_type)
+    _check_time_types(payload)
+    _check_times(payload, clock, settings.leeway)
+    claims = _claims(payload)
+    settings.verified.put(token, claims)
+    return _typed(claims, expected_type)
 
 
-def _check_times(payload: dict[str, Any], now: float, leeway: int) -> None:
-    times = {name: payload.get(name) for name in ("exp", "iat", "nbf")}
-    for name, value in times.items():
+def _check_time_types(payload: dict[str, Any]) -> None:
+    for name in ("exp", "iat", "nbf"):
+        value = payload.get(name)
         if value is None and name == "nbf":
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TokenInvalid(f"The '{name}' claim must be a number.")
+
+
+def _check_times(payload: dict[str, Any], now: float, leeway: int) -> None:
+    """The values of exp, iat and nbf against ``now`` (their types were checked on first sight)."""
     if float(payload["exp"]) <= now - leeway:
         raise TokenExpired()
     if float(payload["iat"]) > now + leeway:
@@ -227,14 +281,19 @@ def _select_key(settings: TokenSettings, kid: Any) -> SigningKey:
     raise TokenInvalid("The token was not signed by a key of this service.")
 
 
-def _claims(payload: dict[str, Any], expected_type: TokenType) -> Claims:
+def _typed(claims: Claims, expected_type: TokenType) -> Claims:
+    if claims.token_type != expected_type:
+        raise WrongTokenType(
+            f"This endpoint needs the {expected_type} token, not the {claims.token_type}."
+        )
+    return claims
+
+
+def _claims(payload: dict[str, Any]) -> Claims:
+    """The claims of a verified payload (TokenInvalid when a claim has the wrong type)."""
     token_type = payload["type"]
     if token_type not in ("access", "refresh"):
         raise TokenInvalid()
-    if token_type != expected_type:
-        raise WrongTokenType(
-            f"This endpoint needs the {expected_type} token, not the {token_type}."
-        )
     subject, jti, roles = payload["sub"], payload["jti"], payload.get("roles", [])
     if not isinstance(subject, str) or not isinstance(jti, str) or not isinstance(roles, list):
         raise TokenInvalid()
