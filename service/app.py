@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import uuid
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, g, request
+from quart import Quart, Response, request
 from quart.wrappers import Request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import migrations
-from .audit import bind_request, configure_audit_logging
+from .audit import configure_audit_logging, current_request_id
 from .blueprints import auth as auth_routes
 from .blueprints import browser as browser_routes
 from .blueprints import docs as docs_routes
@@ -27,6 +25,7 @@ from .blueprints import users as user_routes
 from .blueprints import web as web_routes
 from .config import Settings, load_settings
 from .db import DATABASE_UNAVAILABLE
+from .envelope import RequestEnvelope
 from .epoch import RedisUnavailable
 from .errors import (
     APIError,
@@ -43,8 +42,14 @@ from .state import EXTENSION_KEY, AuthState, get_state
 
 logger = logging.getLogger("service")
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The API's security headers, on every response that does not set its own (pages do).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", API_CSP),
+)
 
 
 class StrictRequest(Request):
@@ -100,7 +105,7 @@ async def _database_unavailable(error: Exception) -> Response:
         "database unavailable on %s %s (request %s): %s",
         request.method,
         request.path,
-        g.get("request_id"),
+        current_request_id(),
         error.__class__.__name__,
     )
     await get_state().database.reset()
@@ -113,7 +118,7 @@ async def _database_unavailable(error: Exception) -> Response:
 
 async def _redis_unavailable(error: RedisError) -> Response:
     # Throttle counters or revocation state cannot be read: refuse rather than guess.
-    logger.warning("redis unavailable (request %s): %s", g.get("request_id"), error)
+    logger.warning("redis unavailable (request %s): %s", current_request_id(), error)
     return problem_response(RedisUnavailable())
 
 
@@ -123,7 +128,7 @@ async def _unexpected(error: Exception) -> Response:
         "unhandled error on %s %s (request %s)",
         request.method,
         request.path,
-        g.get("request_id"),
+        current_request_id(),
         exc_info=error,
     )
     return problem_response(APIError())
@@ -162,20 +167,14 @@ class AuthExtension:
         app.register_error_handler(Exception, _unexpected)
 
         inflight = InFlight()
+        self.envelope = RequestEnvelope(app.asgi_app, inflight)
+        app.asgi_app = self.envelope  # type: ignore[method-assign]
 
         @app.before_serving
         async def _start() -> None:
             if settings.is_sqlite and settings.auto_migrate:
                 await migrations.upgrade(state.database)
             await state.hasher.dummy_hash()
-
-        @app.before_request
-        async def _request_started() -> None:
-            inflight.started()
-
-        @app.teardown_request
-        async def _request_finished(_: BaseException | None) -> None:
-            inflight.finished()
 
         @app.after_serving
         async def _stop() -> None:
@@ -208,25 +207,11 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
         security_schemes=SECURITY_SCHEMES,
         openapi_provider_class=AuthOpenAPIProvider,
     )
-    AuthExtension(app, settings=settings, hooks=hooks, mount_routes=True)
+    extension = AuthExtension(app, settings=settings, hooks=hooks, mount_routes=True)
+    extension.envelope.add_default_headers(SECURITY_HEADERS)
     app.register_blueprint(docs_routes.blueprint)
     app.register_blueprint(web_routes.blueprint)
 
     configure_audit_logging()
-
-    @app.before_request
-    async def _request_id() -> None:
-        supplied = request.headers.get("X-Request-ID", "")
-        g.request_id = supplied if REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
-        bind_request(ip=request.remote_addr, request_id=g.request_id)
-
-    @app.after_request
-    async def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Request-ID", g.get("request_id") or "")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Content-Security-Policy", API_CSP)
-        return response
 
     return app

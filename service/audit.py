@@ -37,6 +37,12 @@ def bind_request(*, ip: str | None, request_id: str | None) -> None:
     _REQUEST.set({"ip": ip, "request_id": request_id})
 
 
+def current_request_id() -> str | None:
+    """The id of the request being handled (bound by the app's request envelope)."""
+    bound = _REQUEST.get()
+    return bound["request_id"] if bound else None
+
+
 def audit(event: str, *, outcome: str = "ok", user_id: object = None, **fields: object) -> None:
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,34 @@ async def test_responses_carry_security_headers(client: Client) -> None:
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Request-ID"] == "req-123"
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("supplied", ["", "has space", "x" * 65, "semi;colon", "caf\u00e9"])
+async def test_an_unusable_request_id_is_replaced_by_a_new_one(
+    client: Client, supplied: str
+) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": supplied})
+    again = await client.get("/health", headers={"X-Request-ID": supplied})
+
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    assert response.headers["X-Request-ID"] != again.headers["X-Request-ID"]
+
+
+async def test_error_answers_carry_the_security_headers_once(client: Client) -> None:
+    response = await client.get("/protected", headers={"X-Request-ID": "req-9"})
+
+    assert response.status_code == 401
+    assert response.headers["X-Request-ID"] == "req-9"
+    assert response.headers.getlist("X-Frame-Options") == ["DENY"]
+    assert response.headers.getlist("Content-Security-Policy") == [
+        "default-src 'none'; frame-ancestors 'none'"
+    ]
+
+
+async def test_a_response_that_sets_its_own_policy_keeps_it(client: Client) -> None:
+    page = await client.get("/docs")
+
+    assert page.status_code == 200
+    policy = page.headers.getlist("Content-Security-Policy")
+    assert len(policy) == 1 and "script-src 'self'" in policy[0]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"

@@ -74,3 +74,15 @@ async def test_the_extension_mounts_no_routes_unless_asked(other_app: Quart) -> 
 async def test_get_state_without_the_extension_says_so() -> None:
     with pytest.raises(RuntimeError, match="AuthExtension"):
         get_state(Quart("bare"))
+
+
+async def test_the_extension_gives_every_answer_a_request_id(other_app: Quart) -> None:
+    client = other_app.test_client()
+    refused = await client.get("/orders", headers={"X-Request-ID": "order-42"})
+    fresh = await client.get("/orders")
+
+    assert refused.status_code == 401
+    assert refused.headers["X-Request-ID"] == "order-42"
+    assert len(fresh.headers["X-Request-ID"]) == 32
+    # The API's own security headers are the service's choice, not imposed on a host app.
+    assert "Content-Security-Policy" not in refused.headers
