@@ -9,8 +9,11 @@ hash in ``Verification.new_hash``, which ``auth.authenticate`` stores.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import sys
+import threading
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -79,12 +82,30 @@ class HashingBusy(ServiceUnavailable):
         super().__init__(headers={"Retry-After": "1"})
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` steps nicer than it is (Linux, where niceness is per
+    thread; elsewhere nothing). Threads it starts inherit it (argon2's lanes)."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + nice))
+    except OSError:  # a sandbox that forbids it: hashing still works, at normal priority
+        return
+
+
 class PasswordHasher:
     """Hashes and verifies in a bounded thread pool, sized to the cores by default.
 
     The queue in front of the pool is bounded too (``hash_queue`` jobs, running or waiting):
     argon2 takes 64 MiB per hash, so a login storm gets 503 + Retry-After beyond that instead
     of an unbounded backlog.
+
+    The hashing threads run at a lower CPU priority (``hash_nice``): a storm of logins, each
+    a quarter of a second of CPU, then takes the cores only when the cheap requests (token
+    checks) leave them idle, instead of multiplying their latency. Logins alone still get all
+    the cores; under full load they slow down and the bounded queue answers 503 beyond it.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -98,7 +119,10 @@ class PasswordHasher:
             argon2__parallelism=settings.argon2_parallelism,
         )
         self._executor = ThreadPoolExecutor(
-            max_workers=settings.hash_workers, thread_name_prefix="password-hash"
+            max_workers=settings.hash_workers,
+            thread_name_prefix="password-hash",
+            initializer=lower_thread_priority,
+            initargs=(settings.hash_nice,),
         )
         self._dummy_hash: str | None = None
         self.queue_limit = settings.hash_queue or settings.hash_workers * 8

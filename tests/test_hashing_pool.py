@@ -1,13 +1,20 @@
-"""The hashing pool's queue is bounded: beyond it, 503 with Retry-After, never a backlog."""
+"""The hashing pool's queue is bounded: beyond it, 503 with Retry-After, never a backlog; its
+threads run at a lower CPU priority than the request handling."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from service.passwords import PasswordHasher
 from service.state import get_state
-from tests.support import PASSWORD, SettingsFactory, running_app
+from tests.support import PASSWORD, SettingsFactory, make_settings, running_app
 
 
 async def test_a_full_hashing_queue_answers_503_and_recovers(
@@ -44,3 +51,23 @@ async def test_a_full_hashing_queue_answers_503_and_recovers(
     assert (await refused.get_json())["code"] == "SERVICE_UNAVAILABLE"
     assert [response.status_code for response in accepted] == [201, 201]
     assert later.status_code == 201
+
+
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness is per thread on Linux only")
+@pytest.mark.parametrize("nice", [0, 7])
+async def test_hashing_threads_run_nicer_than_the_request_handling_thread(
+    tmp_path: Path, nice: int
+) -> None:
+    hasher = PasswordHasher(make_settings(tmp_path, hash_workers=2, hash_nice=nice))
+    try:
+        loop = asyncio.get_running_loop()
+        seen = {await loop.run_in_executor(hasher._executor, _niceness) for _ in range(4)}
+    finally:
+        hasher.close()
+
+    assert seen == {min(19, _niceness() + nice)}
+    assert _niceness() == os.getpriority(os.PRIO_PROCESS, os.getpid())  # this thread untouched
