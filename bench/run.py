@@ -521,9 +521,11 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
                         [*hc, "--access-logfile", "", "service.asgi:app"]))
     servers.append(ours("ours-hypercorn-uvloop", "ours: hypercorn --worker-class uvloop (2 workers)", "ours",
                         [*hc, "--access-logfile", "", "--worker-class", "uvloop", "service.asgi:app"]))
-    servers.append(ours("ours-granian", "ours: granian --interface asgi (2 workers)", "ours",
-                        [str(BIN / "granian"), "--interface", "asgi", "--workers", "2", "--host", HOST,
-                         "--port", "{port}", "service.asgi:app"]))
+    servers.append(ours("ours-granian", "ours: granian --interface asgi --loop uvloop --http 1 --no-ws "
+                        "(2 workers)", "ours",
+                        [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+                         "--no-ws", "--workers", "2", "--host", HOST, "--port", "{port}",
+                         "service.asgi:app"]))
     servers.append(ours("ours-uvicorn", "ours: uvicorn (uvloop + httptools, 2 workers)", "ours",
                         [str(BIN / "uvicorn"), "--workers", "2", "--no-access-log", "--host", HOST,
                          "--port", "{port}", "service.asgi:app"]))
