@@ -12,8 +12,8 @@ were a measurable share of the whole request. Here it is one wrapper around the 
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
@@ -53,7 +53,7 @@ class RequestEnvelope:
                     request_id = value
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = os.urandom(16).hex().encode()  # as uuid4().hex, without the UUID
         # The address as Quart's request.remote_addr gives it ("<local>" without a client).
         client = scope.get("client") or ("<local>",)
         bind_request(ip=client[0], request_id=request_id.decode())
