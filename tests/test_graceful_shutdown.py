@@ -1,4 +1,5 @@
-"""SIGTERM during a burst: every request taken completes (python -m service.serve)."""
+"""python -m service.serve: SIGTERM during a burst completes every request taken; new
+connections are spread over the workers."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.servers import clean_env, free_port, wait_until_up
 from tests.support import PASSWORD
@@ -17,7 +20,14 @@ from tests.support import PASSWORD
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def start(tmp_path: Path, port: int, workers: int) -> asyncio.subprocess.Process:
+async def start(
+    tmp_path: Path,
+    port: int,
+    workers: int,
+    app: str = "service.asgi:app",
+    *,
+    reuse_port: bool = True,
+) -> asyncio.subprocess.Process:
     env = clean_env(
         AUTH_ENV="testing",
         AUTH_JWT_SECRET="g" * 48,
@@ -35,6 +45,8 @@ async def start(tmp_path: Path, port: int, workers: int) -> asyncio.subprocess.P
         f"127.0.0.1:{port}",
         "--access-logfile",
         "none",
+        *([] if reuse_port else ["--no-reuse-port"]),
+        app,
         cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
@@ -111,3 +123,59 @@ async def test_a_worker_that_cannot_start_makes_the_supervisor_fail(tmp_path: Pa
 
     assert process.returncode != 0
     assert "AUTH_JWT_SECRET" in stderr.decode()
+
+
+async def _workers_answering(port: int, connections: int) -> Counter[int]:
+    """Which worker answered each of ``connections`` new connections, opened 8 at a time."""
+    seen: Counter[int] = Counter()
+    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+        for _ in range(connections // 8):
+            answers = await asyncio.gather(*(client.get("/worker") for _ in range(8)))
+            seen.update(answer.json()["pid"] for answer in answers)
+    return seen
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux's")
+async def test_new_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
+    port = free_port()
+    process = await start(tmp_path, port, workers=2, app="tests.pid_app:app")
+    try:
+        await wait_until_up(f"http://127.0.0.1:{port}")
+        seen = await _workers_answering(port, 96)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=60)
+
+    assert len(seen) == 2, seen
+    # Each connection lands on a worker by the hash of its address: about half each. Fewer
+    # than 20 of 96 on one worker has a probability under 1e-8 with an even spread.
+    assert min(seen.values()) >= 20, seen
+
+
+async def test_workers_can_share_one_socket_instead(tmp_path: Path) -> None:
+    port = free_port()
+    process = await start(tmp_path, port, workers=2, app="tests.pid_app:app", reuse_port=False)
+    try:
+        await wait_until_up(f"http://127.0.0.1:{port}")
+        seen = await _workers_answering(port, 16)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=60)
+
+    assert sum(seen.values()) == 16
+    assert len(seen) in (1, 2)
+
+
+async def test_sigterm_while_the_workers_still_load_the_app_stops_them(tmp_path: Path) -> None:
+    process = await start(tmp_path, free_port(), workers=2, app="tests.slow_import_app:app")
+    await asyncio.sleep(0.8)  # the workers run, still importing the app
+    process.terminate()
+    try:
+        exit_code = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    assert exit_code == 0
