@@ -516,11 +516,17 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
         argv = [a.replace("{port}", str(p)) for a in command]
         return Server(name, label, group, p, argv, env, workdir, setup, check_path="/health")
 
+    # The README's way to run several hypercorn workers: python -m service.serve (hypercorn.toml, one
+    # single-process hypercorn per worker, each on its own SO_REUSEPORT socket). `hc` is hypercorn's
+    # own --workers mode (one shared socket), kept as a diagnostic.
     hc = [str(BIN / "hypercorn"), "-c", toml, "--workers", "2", "--bind", f"{HOST}:{{port}}"]
-    servers.append(ours("ours-hypercorn", "ours: hypercorn (asyncio, hypercorn.toml, 2 workers)", "ours",
-                        [*hc, "--access-logfile", "", "service.asgi:app"]))
-    servers.append(ours("ours-hypercorn-uvloop", "ours: hypercorn --worker-class uvloop (2 workers)", "ours",
-                        [*hc, "--access-logfile", "", "--worker-class", "uvloop", "service.asgi:app"]))
+    serve = [PY, "-m", "service.serve", "--config", toml, "--workers", "2", "--bind", f"{HOST}:{{port}}"]
+    servers.append(ours("ours-hypercorn", "ours: hypercorn (asyncio, hypercorn.toml, 2 workers, "
+                        "python -m service.serve)", "ours",
+                        [*serve, "--access-logfile", "none", "service.asgi:app"]))
+    servers.append(ours("ours-hypercorn-uvloop", "ours: hypercorn --worker-class uvloop (2 workers, "
+                        "python -m service.serve)", "ours",
+                        [*serve, "--access-logfile", "none", "--worker-class", "uvloop", "service.asgi:app"]))
     servers.append(ours("ours-granian", "ours: granian --interface asgi --loop uvloop --http 1 --no-ws "
                         "(2 workers)", "ours",
                         [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
@@ -546,22 +552,32 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
                         [str(BIN / "uvicorn"), "--workers", "2", "--no-access-log", "--host", HOST,
                          "--port", "{port}", "fastapi_peer:app"]))
     p = next(port)
-    servers.append(Server("quart-floor", "floor: bare Quart route, hypercorn.toml (2 workers)", "floor", p,
-                          [str(BIN / "hypercorn"), "-c", toml, "--workers", "2", "--bind", f"{HOST}:{p}",
-                           "--access-logfile", "", "quart_floor:app"],
-                          {"PYTHONPATH": str(PEERS)}, tmp / "quart-floor", needs_token=False))
+    servers.append(Server("quart-floor", "floor: bare Quart route, hypercorn.toml (2 workers, python -m "
+                          "service.serve, as ours)", "floor", p,
+                          [a.replace("{port}", str(p)) for a in serve] + ["--access-logfile", "none",
+                                                                         "quart_floor:app"],
+                          {"PYTHONPATH": f"{src}:{PEERS}"}, tmp / "quart-floor", needs_token=False))
     if DIAG:
         servers.append(ours("diag-accesslog", "diagnostic: ours on hypercorn.toml as is (access log to "
                             "stdout, here a file), 2 workers", "diag",
-                            [*hc, "service.asgi:app"]))
+                            [*serve, "service.asgi:app"]))
+        servers.append(ours("diag-hypercorn-shared", "diagnostic: ours on hypercorn's own --workers 2 "
+                            "(one listening socket shared by both workers)", "diag",
+                            [*hc, "--access-logfile", "", "service.asgi:app"]))
         if os.environ.get("DIAG_POOL") == "1":
             pool = ours("diag-pool40", "diagnostic: ours with AUTH_DB_POOL_SIZE=40 (default 10 + 10 overflow), "
-                        "hypercorn 2 workers", "diag", [*hc, "--access-logfile", "", "service.asgi:app"])
+                        "hypercorn 2 workers", "diag", [*serve, "--access-logfile", "none", "service.asgi:app"])
             pool.env["AUTH_DB_POOL_SIZE"] = "40"
             servers.append(pool)
+        p = next(port)
+        servers.append(Server("diag-floor-granian", "diagnostic: the floor (bare Quart route) on granian, "
+                              "same flags as ours-granian (2 workers)", "diag", p,
+                              [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+                               "--no-ws", "--workers", "2", "--host", HOST, "--port", str(p), "quart_floor:app"],
+                              {"PYTHONPATH": str(PEERS)}, tmp / "diag-floor-granian", needs_token=False))
         servers.append(ours("diag-cached-user", "diagnostic: ours with the guard's verify_access replaced by "
                             "a dict lookup per token (no revocation check at all), hypercorn 2 workers", "diag",
-                            [*hc, "--access-logfile", "", "service_cached_user:app"],
+                            [*serve, "--access-logfile", "none", "service_cached_user:app"],
                             extra_pythonpath=f":{PEERS}"))
     return servers
 
@@ -717,7 +733,7 @@ def run() -> int:
 
         jobs: list[tuple[str, Any]] = []
         for server in servers:
-            if server.group == "diag":
+            if server.group == "diag" and server.name != "diag-floor-granian":
                 jobs.append((f"{server.name} p{CONNS_LOW}", protected(server, CONNS_LOW, "p_low")))
                 continue
             jobs.append((f"{server.name} p{CONNS_LOW}", protected(server, CONNS_LOW, "p_low")))
@@ -1064,8 +1080,9 @@ def render(report: dict[str, Any], rerendered: bool = False) -> str:  # noqa: C9
     if DIAG:
         add(f"## Diagnostics: where the time of GET /protected goes (ours, hypercorn, {CONNS_LOW} connections)")
         add("")
-        add("| variant | median req/s | vs ours /protected | p99 ms | srv CPU ms/req | req/s per round |")
-        add("| --- | ---: | ---: | ---: | ---: | --- |")
+        add("| variant | median req/s | vs ours /protected | p99 ms | srv CPU ms/req | req/s per round | "
+            "server cores busy per round |")
+        add("| --- | ---: | ---: | ---: | ---: | --- | --- |")
         base = rps("ours-hypercorn", "p_low")
         rows = [("floor: bare Quart route", res["quart-floor"].get("p_low", [])),
                 ("ours GET /health (the app's middleware, no guard, no database)",
@@ -1076,13 +1093,20 @@ def render(report: dict[str, Any], rerendered: bool = False) -> str:  # noqa: C9
                 ("ours GET /protected, access log on (hypercorn.toml as is)",
                  res.get("diag-accesslog", {}).get("p_low", [])),
                 ("ours GET /protected, AUTH_DB_POOL_SIZE=40 (no pool overflow at this concurrency)",
-                 res.get("diag-pool40", {}).get("p_low", []))]
+                 res.get("diag-pool40", {}).get("p_low", [])),
+                ("floor: bare Quart route on granian (the fastest option's ceiling for a Quart app)",
+                 res.get("diag-floor-granian", {}).get("p_low", [])),
+                ("ours GET /protected on hypercorn's own --workers 2 (one shared listening socket)",
+                 res.get("diag-hypercorn-shared", {}).get("p_low", []))]
         for label, runs in rows:
             if not runs:
                 continue
             add(f"| {label} | {med_of(runs, 'rps'):.0f} | {med_of(runs, 'rps') / base:.2f}× | "
                 f"{ms(med_of(runs, 'p99_us'))} | {med_of(runs, 'server_cpu_ms_per_req'):.2f} | "
-                f"{seq([r['rps'] for r in runs], '.0f')} |")
+                f"{seq([r['rps'] for r in runs], '.0f')} | {seq([r['server_cores'] for r in runs], '.2f')} |")
+        add("")
+        add(f"*server cores busy*: the CPU the server's processes used per second of the run, out of {CORES}; "
+            "a run well under the others was not CPU-bound (for instance one worker holding most connections).")
         add("")
         add("Each variant is its own server process group, measured in the same interleaved rounds. "
             "*srv CPU ms/req* is the steadier measure on a shared machine: req/s also moves with what "
@@ -1172,6 +1196,11 @@ def why(report: dict[str, Any], misses: list[str], fastest: dict[str, str], limi
             out.append(f"- {conns} connections, the fastest option ({best}) vs the Flask seed: {r(best, key):.0f} vs "
                        f"{r('flask-seed', key):.0f} req/s; {b_cpu:.2f} vs {s_cpu:.2f} ms CPU/req (inverse ratio "
                        f"{s_cpu / b_cpu:.2f}×); 3× would need about {s_cpu / 3:.2f} ms CPU/req.")
+            if res.get("diag-floor-granian", {}).get(key):
+                f_rps, f_cpu = r("diag-floor-granian", key), r("diag-floor-granian", key, "server_cpu_ms_per_req")
+                out.append(f"  The bare Quart route (no token, no database) on the same granian flags: {f_rps:.0f} req/s, "
+                           f"{f_cpu:.2f} ms CPU/req, {f_rps / r('flask-seed', key):.2f}× the Flask seed; ours reaches "
+                           f"{r(best, key) / f_rps:.2f}× of it.")
     if "quart-floor" in " ".join(misses) and "health_low" in res.get("ours-hypercorn", {}):
         floor_cpu, ours_cpu = r("quart-floor", "p_low", "server_cpu_ms_per_req"), r("ours-hypercorn", "p_low", "server_cpu_ms_per_req")
         hcpu = r("ours-hypercorn", "health_low", "server_cpu_ms_per_req")
