@@ -6,6 +6,8 @@ import sys
 
 from .app import create_app
 from .config import ConfigError
+from .runtime import tune_garbage_collector
+from .state import get_state
 
 try:
     app = create_app()
@@ -13,3 +15,10 @@ except ConfigError as exc:
     # One clear line and a non-zero exit, not a traceback.
     print(f"auth-service: configuration error: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
+
+
+@app.before_serving
+async def _tune_garbage_collector() -> None:
+    # After the app's own start-up (migrations, the first hash): see service/runtime.py.
+    if get_state(app).settings.gc_tuning:
+        tune_garbage_collector()

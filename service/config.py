@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10.0, gt=0)
     ready_timeout: float = Field(default=2.0, gt=0)
     shutdown_drain_seconds: float = Field(default=30.0, ge=0)
+    gc_tuning: bool = True  # the served app freezes its start-up heap (service/runtime.py)
 
     @field_validator("database_url")
     @classmethod
