@@ -125,27 +125,28 @@ async def test_a_worker_that_cannot_start_makes_the_supervisor_fail(tmp_path: Pa
     assert "AUTH_JWT_SECRET" in stderr.decode()
 
 
-async def _workers_answering(port: int, connections: int) -> Counter[int]:
-    """Which worker answered each of ``connections`` new connections, opened 8 at a time."""
+async def _workers_answering(tmp_path: Path, connections: int, *, reuse_port: bool) -> Counter[int]:
+    """Serve tests/pid_app.py on two workers; which worker answered each of ``connections``
+    new connections, opened 8 at a time."""
+    port = free_port()
+    process = await start(tmp_path, port, 2, "tests.pid_app:app", reuse_port=reuse_port)
     seen: Counter[int] = Counter()
     limits = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
-        for _ in range(connections // 8):
-            answers = await asyncio.gather(*(client.get("/worker") for _ in range(8)))
-            seen.update(answer.json()["pid"] for answer in answers)
+    try:
+        await wait_until_up(f"http://127.0.0.1:{port}")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+            for _ in range(connections // 8):
+                answers = await asyncio.gather(*(client.get("/worker") for _ in range(8)))
+                seen.update(answer.json()["pid"] for answer in answers)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=60)
     return seen
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux's")
 async def test_new_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
-    port = free_port()
-    process = await start(tmp_path, port, workers=2, app="tests.pid_app:app")
-    try:
-        await wait_until_up(f"http://127.0.0.1:{port}")
-        seen = await _workers_answering(port, 96)
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=60)
+    seen = await _workers_answering(tmp_path, 96, reuse_port=True)
 
     assert len(seen) == 2, seen
     # Each connection lands on a worker by the hash of its address: about half each. Fewer
@@ -154,14 +155,7 @@ async def test_new_connections_are_spread_over_the_workers(tmp_path: Path) -> No
 
 
 async def test_workers_can_share_one_socket_instead(tmp_path: Path) -> None:
-    port = free_port()
-    process = await start(tmp_path, port, workers=2, app="tests.pid_app:app", reuse_port=False)
-    try:
-        await wait_until_up(f"http://127.0.0.1:{port}")
-        seen = await _workers_answering(port, 16)
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=60)
+    seen = await _workers_answering(tmp_path, 16, reuse_port=False)
 
     assert sum(seen.values()) == 16
     assert len(seen) in (1, 2)
