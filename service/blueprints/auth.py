@@ -11,6 +11,7 @@ from service.blueprints.common import (
     attach_session_cookies,
     pair_out,
     password_login,
+    signup_user,
     throttled_refresh,
 )
 from service.errors import (
@@ -68,15 +69,7 @@ async def signup(data: SignupRequest) -> ModelResponse:
 
     JSON or form body. Usernames and emails are unique in any letter case.
     """
-    state = get_state()
-    user = await auth.register(
-        state.database,
-        state.hasher,
-        username=data.username,
-        email=data.email,
-        password=data.password,
-        name=data.name,
-    )
+    user = await signup_user(data)
     location = url_for("users.user_by_id", user_id=user.id)
     return UserOut.model_validate(user), 201, {"Location": location}
 

@@ -11,7 +11,7 @@ from service.audit import audit
 from service.errors import APIError, InvalidCredentials, TooManyAttempts
 from service.guards import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
 from service.models import User
-from service.schemas import TokenPairOut
+from service.schemas import SignupRequest, TokenPairOut
 from service.state import get_state
 from service.throttle import PASSWORD_SCOPE, REFRESH_SCOPE, Throttle
 
@@ -128,16 +128,34 @@ async def password_login(
         raise
     if throttle is not None:
         await throttle.succeeded(PASSWORD_SCOPE, account=username, ip=ip)
-    pair = await auth.start_session(
+    return user, await start_session(user, with_csrf=cookie)
+
+
+async def signup_user(data: SignupRequest) -> User:
+    """Create the account of a valid signup (JSON API and signup page alike)."""
+    state = get_state()
+    return await auth.register(
+        state.database,
+        state.hasher,
+        username=data.username,
+        email=data.email,
+        password=data.password,
+        name=data.name,
+    )
+
+
+async def start_session(user: User, *, with_csrf: bool) -> auth.TokenPair:
+    """A new login session for ``user``, from this request's client."""
+    state = get_state()
+    return await auth.start_session(
         state.database,
         state.tokens,
         user,
         policy=state.policy,
         client=client_info(),
         hooks=state.hooks,
-        with_csrf=cookie,
+        with_csrf=with_csrf,
     )
-    return user, pair
 
 
 async def throttled_refresh(raw_token: str, *, cookie: bool) -> auth.TokenPair:

@@ -27,9 +27,10 @@ from service.blueprints.common import (
     NO_STORE,
     AnyResponse,
     clear_session_cookies,
-    client_info,
     password_login,
     set_session_cookies,
+    signup_user,
+    start_session,
 )
 from service.errors import APIError, InvalidCredentials, Unauthorized, UserExists
 from service.guards import ACCESS_COOKIE, load_user
@@ -288,24 +289,8 @@ async def signup_submit() -> AnyResponse:
             del form["name"]  # the optional field left blank
         data = _validate(SignupRequest, form, state, SIGNUP_MESSAGES)
         if data is not None:
-            app_state = get_state()
-            user = await auth.register(
-                app_state.database,
-                app_state.hasher,
-                username=data.username,
-                email=data.email,
-                password=data.password,
-                name=data.name,
-            )
-            pair = await auth.start_session(
-                app_state.database,
-                app_state.tokens,
-                user,
-                policy=app_state.policy,
-                client=client_info(),
-                hooks=app_state.hooks,
-                with_csrf=True,
-            )
+            user = await signup_user(data)
+            pair = await start_session(user, with_csrf=True)
             return await _logged_in(pair, await _cookie_session())
     except UserExists as error:
         cause = error.__cause__
