@@ -1,10 +1,11 @@
-"""Real server processes for the tests that need one: ports, a clean environment, start-up."""
+"""Real processes for the tests that need one: ports, a clean environment, start-up, commands."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,35 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+def run_python(
+    *args: str, cwd: Path, env: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in a child process, its output captured, at most two minutes."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run_service_command(
+    tmp_path: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``python -m service *args`` on a testing environment with its database in ``tmp_path``."""
+    env = clean_env(
+        AUTH_ENV="testing",
+        AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+        AUTH_ARGON2_MEMORY_COST="1024",
+        AUTH_ARGON2_TIME_COST="1",
+    )
+    return run_python("-m", "service", *args, cwd=ROOT, env=env, stdin=stdin)
 
 
 async def wait_until_up(base: str, attempts: int = 400) -> None:

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from service.app import create_app
+from tests.servers import run_service_command
 from tests.support import PASSWORD, make_settings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-    env.update(
-        AUTH_ENV="testing",
-        AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        AUTH_ARGON2_MEMORY_COST="1024",
-        AUTH_ARGON2_TIME_COST="1",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_service_command(tmp_path, *args, stdin=stdin)
 
 
 async def test_users_create_then_log_in_over_http(tmp_path: Path) -> None:

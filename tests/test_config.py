@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,8 @@ from service.config import (
     load_settings,
     resolve_jwt_secret,
 )
+from tests.servers import clean_env, run_python
 from tests.support import make_settings
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 
 # --- resolve_jwt_secret -------------------------------------------------------------------------
 
@@ -222,18 +219,7 @@ def test_load_settings_names_every_bad_variable(
 
 
 def start_app(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AUTH_")}
-    env["PYTHONPATH"] = str(PROJECT_ROOT)
-    env.update(variables)
-    return subprocess.run(
-        [sys.executable, "-c", "import service.asgi"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_python("-c", "import service.asgi", cwd=tmp_path, env=clean_env(**variables))
 
 
 def test_production_start_without_secret_exits_with_one_line(tmp_path: Path) -> None:

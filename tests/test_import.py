@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +24,8 @@ from service.importer import (
 )
 from service.passwords import PasswordHasher
 from service.state import get_state
+from tests.servers import run_service_command
 from tests.support import PASSWORD, Client, make_settings, running_app
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # The seed apps' schemas, as their tutorials create them.
 FLASK_LOGIN_SCHEMA = (
@@ -73,22 +70,7 @@ def make_source(path: Path, schema: str, rows: Sequence[dict[str, object]]) -> s
 
 
 def run_import(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
-    env.update(
-        AUTH_ENV="testing",
-        AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        AUTH_ARGON2_MEMORY_COST="1024",
-        AUTH_ARGON2_TIME_COST="1",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "service", "users", "import", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_service_command(tmp_path, "users", "import", *args)
 
 
 def stored_users(tmp_path: Path) -> dict[str, StoredUser]:

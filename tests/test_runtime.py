@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from service.runtime import FIRST_GENERATION_THRESHOLD, tune_garbage_collector
-from tests.servers import clean_env
+from tests.servers import clean_env, run_python
 
 
 @pytest.fixture
@@ -58,15 +56,7 @@ def test_the_served_app_tunes_the_collector_unless_told_not_to(tmp_path: Path, t
         AUTH_ARGON2_TIME_COST="1",
         AUTH_GC_TUNING=tuning,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", SERVE_AND_REPORT],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-c", SERVE_AND_REPORT, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
 
