@@ -521,6 +521,8 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
     # own --workers mode (one shared socket), kept as a diagnostic.
     hc = [str(BIN / "hypercorn"), "-c", toml, "--workers", "2", "--bind", f"{HOST}:{{port}}"]
     serve = [PY, "-m", "service.serve", "--config", toml, "--workers", "2", "--bind", f"{HOST}:{{port}}"]
+    granian = [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--no-ws",
+               "--workers", "2", "--host", HOST]
     servers.append(ours("ours-hypercorn", "ours: hypercorn (asyncio, hypercorn.toml, 2 workers, "
                         "python -m service.serve)", "ours",
                         [*serve, "--access-logfile", "none", "service.asgi:app"]))
@@ -529,9 +531,7 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
                         [*serve, "--access-logfile", "none", "--worker-class", "uvloop", "service.asgi:app"]))
     servers.append(ours("ours-granian", "ours: granian --interface asgi --loop uvloop --http 1 --no-ws "
                         "(2 workers)", "ours",
-                        [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
-                         "--no-ws", "--workers", "2", "--host", HOST, "--port", "{port}",
-                         "service.asgi:app"]))
+                        [*granian, "--port", "{port}", "service.asgi:app"]))
     servers.append(ours("ours-uvicorn", "ours: uvicorn (uvloop + httptools, 2 workers)", "ours",
                         [str(BIN / "uvicorn"), "--workers", "2", "--no-access-log", "--host", HOST,
                          "--port", "{port}", "service.asgi:app"]))
@@ -572,8 +572,7 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
         p = next(port)
         servers.append(Server("diag-floor-granian", "diagnostic: the floor (bare Quart route) on granian, "
                               "same flags as ours-granian (2 workers)", "diag", p,
-                              [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
-                               "--no-ws", "--workers", "2", "--host", HOST, "--port", str(p), "quart_floor:app"],
+                              [*granian, "--port", str(p), "quart_floor:app"],
                               {"PYTHONPATH": str(PEERS)}, tmp / "diag-floor-granian", needs_token=False))
         servers.append(ours("diag-cached-user", "diagnostic: ours with the guard's verify_access replaced by "
                             "a dict lookup per token (no revocation check at all), hypercorn 2 workers", "diag",
