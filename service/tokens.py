@@ -12,8 +12,9 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import jwt
@@ -126,7 +127,8 @@ class Claims:
     expires_at: int
     fresh: bool
     roles: tuple[str, ...]
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    # Read-only: a verified token's claims are remembered and shared by its later requests.
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @property
     def session_id(self) -> str | None:
@@ -261,7 +263,7 @@ def _check_time_types(payload: dict[str, Any]) -> None:
             raise TokenInvalid(f"The '{name}' claim must be a number.")
 
 
-def _check_times(payload: dict[str, Any], now: float, leeway: int) -> None:
+def _check_times(payload: Mapping[str, Any], now: float, leeway: int) -> None:
     """The values of exp, iat and nbf against ``now`` (their types were checked on first sight)."""
     if float(payload["exp"]) <= now - leeway:
         raise TokenExpired()
@@ -307,5 +309,5 @@ def _claims(payload: dict[str, Any]) -> Claims:
         expires_at=int(payload["exp"]),
         fresh=payload.get("fresh") is True,
         roles=tuple(roles),
-        raw=payload,
+        raw=MappingProxyType(payload),
     )

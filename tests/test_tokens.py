@@ -823,3 +823,16 @@ def test_remembered_tokens_are_bounded_least_recently_used_first(
     assert all(
         token_settings.verified.get(t) is not None for t in (tokens[0], tokens[2], tokens[3])
     )
+
+
+def test_remembered_claims_cannot_be_changed_by_one_request_for_the_next(
+    token_settings: TokenSettings,
+) -> None:
+    token = access_token(token_settings)
+    claims = decode_token(token_settings, token, expected_type="access", now=NOW)
+
+    with pytest.raises(TypeError):
+        claims.raw["sub"] = "someone-else"  # type: ignore[index]
+    assert decode_token(token_settings, token, expected_type="access", now=NOW).raw["sub"] == (
+        "user-1"
+    )
