@@ -336,10 +336,13 @@ async def verify_access(database: Database, claims: Claims) -> User:
     if cache is None:
         return await _load_access_subject(database, claims)
     epoch = await cache.epoch.current()
-    cached = cache.get(claims.jti, epoch)
+    # Everything the answer is loaded from: a token that shares only the jti of a cached one
+    # (another sub, sid or version) is another question, and gets its own load.
+    subject_key = (claims.jti, claims.subject, claims.session_id, claims.version)
+    cached = cache.get(subject_key, epoch)
     if isinstance(cached, User):
         return cached
-    key = (claims.jti, epoch)
+    key = (subject_key, epoch)
     pending = cache.loading.get(key)
     if pending is not None:
         # Another request is loading this very token: share its answer (or its refusal).
@@ -355,7 +358,7 @@ async def verify_access(database: Database, claims: Claims) -> User:
         raise
     else:
         future.set_result(user)
-        cache.put(claims.jti, epoch, user)
+        cache.put(subject_key, epoch, user)
         return user
     finally:
         del cache.loading[key]

@@ -114,20 +114,24 @@ class _Entry:
     value: Any
 
 
+SubjectKey = tuple[str, str, str | None, int]
+
+
 class SubjectCache:
-    """Verified token subjects by ``jti``, valid while the epoch has not moved (and ``ttl``)."""
+    """Verified token subjects by ``(jti, sub, sid, ver)``: every claim the loaded answer
+    depends on. Valid while the epoch has not moved (and ``ttl``)."""
 
     def __init__(self, epoch: Epoch, *, max_entries: int = 10_000, ttl: float = 60.0) -> None:
         self.epoch = epoch
         self.max_entries = max_entries
         self.ttl = ttl
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[SubjectKey, _Entry] = OrderedDict()
         # One load per key at a time: a burst of requests with a token nobody has verified yet
         # waits for the first request's query instead of stampeding the database pool.
         # Keyed by (key, epoch): a load begun before a change is never shared after it.
-        self.loading: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self.loading: dict[tuple[SubjectKey, int], asyncio.Future[Any]] = {}
 
-    def get(self, key: str, epoch: int) -> Any | None:
+    def get(self, key: SubjectKey, epoch: int) -> Any | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -137,7 +141,7 @@ class SubjectCache:
         self._entries.move_to_end(key)
         return entry.value
 
-    def put(self, key: str, epoch: int, value: Any) -> None:
+    def put(self, key: SubjectKey, epoch: int, value: Any) -> None:
         self._entries[key] = _Entry(epoch, time.monotonic(), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:

@@ -26,6 +26,9 @@ TokenType = Literal["access", "refresh"]
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "type", "iss", "aud")
 MAX_TOKEN_LENGTH = 8 * 1024
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+# The latest instant a time claim may name: 9999-12-31T23:59:59Z (RFC 7519 NumericDate is
+# unbounded, but anything later is no real time, and beyond 2**1024 a float overflows).
+MAX_NUMERIC_DATE = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,11 @@ def _check_time_types(payload: dict[str, Any]) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TokenInvalid(f"The '{name}' claim must be a number.")
+        # JSON parsing gives NaN and Infinity for "NaN"/"Infinity", and ints of any size: none
+        # of them is a time. NaN compares false with everything, so it fails this range too
+        # (and would otherwise pass every later check); a huge int would overflow float().
+        if not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE:
+            raise TokenInvalid(f"The '{name}' claim is not a time.")
 
 
 def _check_times(payload: Mapping[str, Any], now: float, leeway: int) -> None:

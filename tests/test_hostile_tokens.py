@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -204,3 +205,46 @@ def hmac_token(claims: dict[str, Any], key: bytes, kid: str) -> str:
     signing_input = f"{segment({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{segment(claims)}"
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, -math.inf, 10**400], ids=["NaN", "Infinity", "-Infinity", "1e400"]
+)
+async def test_a_time_claim_that_names_no_time_is_token_invalid(
+    target: tuple[Quart, dict[str, Any], dict[str, Any]], claim: str, value: float
+) -> None:
+    app, claims, header = target
+    token = signed({**claims, claim: value}, header)  # json.dumps writes NaN, Infinity
+
+    response = await app.test_client().get("/me", headers=bearer(token))
+
+    assert response.status_code == 401, await response.get_data(as_text=True)
+    assert response.content_type == "application/problem+json"
+    assert (await response.get_json())["code"] == "TOKEN_INVALID"
+
+
+async def test_a_token_sharing_a_cached_tokens_jti_is_answered_for_its_own_subject(
+    settings_factory: SettingsFactory,
+) -> None:
+    async with running_app(settings_factory(jwt_secret=SECRET)) as app:
+        client = app.test_client()
+        alice = await signup_and_login(client, "alice")
+        bob = await signup_and_login(client, "bobby")
+        alice_claims = jwt.decode(alice["access_token"], options={"verify_signature": False})
+        bob_claims = jwt.decode(bob["access_token"], options={"verify_signature": False})
+        header = jwt.get_unverified_header(alice["access_token"])
+        # Bob's own claims, signed correctly, but carrying the jti of Alice's live token.
+        bobs_with_alices_jti = signed({**bob_claims, "jti": alice_claims["jti"]}, header)
+        # Alice's claims with Bob's sub: her session is not his, so no user is answered.
+        alices_with_bobs_sub = signed({**alice_claims, "sub": bob_claims["sub"]}, header)
+
+        first = await client.get("/me", headers=bearer(alice["access_token"]))  # now cached
+        shared_jti = await client.get("/me", headers=bearer(bobs_with_alices_jti))
+        other_sub = await client.get("/me", headers=bearer(alices_with_bobs_sub))
+
+    assert (await first.get_json())["id"] == alice_claims["sub"]
+    assert shared_jti.status_code == 200
+    assert (await shared_jti.get_json())["id"] == bob_claims["sub"]
+    assert other_sub.status_code == 401
+    assert (await other_sub.get_json())["code"] == "TOKEN_REVOKED"
