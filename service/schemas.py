@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +25,9 @@ from .password_policy import password_problem
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
+# Unicode's control characters (C0, DEL, C1) and lone surrogates (which no UTF-8 database or
+# log can hold): PostgreSQL refuses NUL outright, and a newline or ESC forges log lines.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _nfkc_length(password: str) -> str:
@@ -62,7 +66,23 @@ LoginPassword = Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX * 4)]
 
 
 class Request(BaseModel):
+    """A request body. No text field may hold a control character (422), except the fields
+    named in ``controls_allowed``: passwords that are only compared with a stored hash, so a
+    password chosen before this rule still logs in."""
+
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+    controls_allowed: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        if (
+            isinstance(value, str)
+            and info.field_name not in cls.controls_allowed
+            and CONTROL_CHARACTERS.search(value) is not None
+        ):
+            raise PydanticCustomError("control_characters", "Control characters are not allowed.")
+        return value
 
 
 class SignupRequest(Request):
@@ -89,12 +109,16 @@ class SignupRequest(Request):
 
 
 class LoginRequest(Request):
+    controls_allowed = frozenset({"password"})
+
     username: LoginName = Field(description="A username or an email address.")
     password: LoginPassword
 
 
 class TokenRequest(Request):
     """OAuth2 token request (RFC 6749 §4.3): the password grant; JSON bodies may omit grant_type."""
+
+    controls_allowed = frozenset({"password"})
 
     grant_type: Literal["password", "refresh_token"] = "password"
     username: LoginName | None = None
@@ -117,6 +141,8 @@ class ProfileUpdate(Request):
 
 
 class PasswordChange(Request):
+    controls_allowed = frozenset({"current_password"})
+
     current_password: LoginPassword
     new_password: NewPassword
 
