@@ -37,6 +37,7 @@ from .errors import (
 from .hooks import AuthHooks
 from .http import validation_errors
 from .inflight import InFlight
+from .logs import escape_log_records
 from .openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
 from .state import EXTENSION_KEY, AuthState, get_state
 
@@ -212,6 +213,7 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
     app.register_blueprint(docs_routes.blueprint)
     app.register_blueprint(web_routes.blueprint)
 
+    escape_log_records()
     configure_audit_logging()
 
     return app

@@ -52,7 +52,10 @@ def audit(event: str, *, outcome: str = "ok", user_id: object = None, **fields: 
         **(_REQUEST.get() or {"ip": None, "request_id": None}),
     }
     record.update({k: v for k, v in fields.items() if k not in SECRET_FIELDS})
-    logger.info(json.dumps(record, default=str, sort_keys=True))
+    # ensure_ascii: every character outside printable ASCII (controls, DEL, C1, U+2028/U+2029)
+    # is a \uNNNN escape, so the line stays one line of valid JSON that the log's own escaping
+    # (service/logs.py) leaves alone.
+    logger.info(json.dumps(record, default=str, sort_keys=True, ensure_ascii=True))
 
 
 def configure_audit_logging() -> None:
