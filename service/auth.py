@@ -25,13 +25,14 @@ from .errors import (
     TokenInvalid,
     TokenReused,
     TokenRevoked,
+    TooManyAttempts,
     UserExists,
     ValidationFailed,
 )
 from .hooks import AuthHooks
 from .models import RefreshFamily, User
 from .password_policy import password_problem
-from .passwords import PasswordHasher
+from .passwords import PasswordHasher, Verification
 from .repository import (
     DuplicateUser,
     FamilyRepository,
@@ -39,6 +40,7 @@ from .repository import (
     UserRepository,
     load_token_subject,
 )
+from .throttle import PASSWORD_SCOPE, Throttle
 from .tokens import Claims, TokenSettings, decode_token, encode_token
 
 
@@ -133,17 +135,29 @@ async def register(
 
 
 async def authenticate(
-    database: Database, hasher: PasswordHasher, *, login: str, password: str
+    database: Database,
+    hasher: PasswordHasher,
+    *,
+    login: str,
+    password: str,
+    throttle: Throttle | None = None,
+    ip: str = "unknown",
 ) -> User:
-    """The user for these credentials, or InvalidCredentials.
+    """The user for these credentials, or InvalidCredentials (TooManyAttempts when throttled).
 
     Unknown users and disabled accounts cost a hash verification too, and every failure gives the
-    same error, so neither the answer nor its timing tells whether an account exists.
+    same error, so neither the answer nor its timing tells whether an account exists. The
+    attempt takes its place in the throttle's windows before the password is checked, counted
+    against the account (its id, whichever of its names was typed) from this address.
     """
     async with unit_of_work(database) as uow:
         user = await uow.users.by_login(login)
     usable = user is not None and user.is_active
-    verification = await hasher.verify(password, user.password_hash if usable and user else None)
+    account = str(user.id) if user is not None else f"login:{login.strip().lower()}"
+    stored_hash = user.password_hash if usable and user else None
+    verification = await _throttled_verify(
+        hasher, throttle, password, stored_hash, account=account, ip=ip, event="login"
+    )
     if user is None or not usable or not verification.ok:
         reason = "unknown-user" if user is None else "disabled" if not usable else "wrong-password"
         audit("login", outcome="failed", user_id=user.id if user else None, reason=reason)
@@ -151,6 +165,35 @@ async def authenticate(
     if verification.new_hash is not None:
         await _store_upgraded_hash(database, user.id, verification.new_hash)
     return user
+
+
+async def _throttled_verify(
+    hasher: PasswordHasher,
+    throttle: Throttle | None,
+    password: str,
+    stored_hash: str | None,
+    *,
+    account: str,
+    ip: str,
+    event: str,
+) -> Verification:
+    """``hasher.verify`` inside a reserved throttle attempt: a failure keeps its place, a
+    success clears the account's windows, a check that never ran gives its places back."""
+    if throttle is None:
+        return await hasher.verify(password, stored_hash)
+    try:
+        attempt = await throttle.attempt(PASSWORD_SCOPE, account=account, ip=ip)
+    except TooManyAttempts:
+        audit(event, outcome="throttled")
+        raise
+    try:
+        verification = await hasher.verify(password, stored_hash)
+    except BaseException:
+        await throttle.abandoned(attempt)
+        raise
+    if verification.ok and stored_hash is not None:
+        await throttle.succeeded(attempt)
+    return verification
 
 
 async def _store_upgraded_hash(database: Database, user_id: uuid.UUID, new_hash: str) -> None:
@@ -418,12 +461,22 @@ async def change_password(
     current_password: str,
     new_password: str,
     keep_session: uuid.UUID | None,
+    throttle: Throttle | None = None,
+    ip: str = "unknown",
 ) -> None:
     """Check the current password, store the new hash, revoke every other session."""
     problem = password_problem(new_password, username=user.username, email=user.email)
     if problem is not None:
         raise ValidationFailed([{"loc": ["body", "new_password"], "msg": problem}], detail=problem)
-    verification = await hasher.verify(current_password, user.password_hash)
+    verification = await _throttled_verify(
+        hasher,
+        throttle,
+        current_password,
+        user.password_hash,
+        account=str(user.id),
+        ip=ip,
+        event="password-change",
+    )
     if not verification.ok:
         audit("password-change", outcome="failed", user_id=user.id, reason="wrong-password")
         raise InvalidCredentials("The current password is wrong.")

@@ -46,6 +46,8 @@ class AuthState:
     async def close(self) -> None:
         await self.database.dispose()
         self.hasher.close()
+        if self.throttle is not None:
+            await self.throttle.close()
 
 
 def build_throttle(settings: Settings) -> Throttle | None:

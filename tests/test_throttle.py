@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -9,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from quart import Quart
 
+from service.errors import TooManyAttempts
+from service.throttle import PASSWORD_SCOPE, Throttle, ThrottleLimits
 from tests.support import PASSWORD, Client, SettingsFactory, running_app
 
 
@@ -98,8 +101,6 @@ async def test_a_success_resets_the_account_counter(strict: Quart) -> None:
 
 
 async def test_the_lockout_ends_when_the_window_does(settings_factory: SettingsFactory) -> None:
-    import asyncio
-
     settings = settings_factory(throttle_account_limits="2/second")
     async with running_app(settings) as app:
         client = app.test_client()
@@ -163,3 +164,67 @@ async def test_auth_events_are_logged_as_json_without_secrets(
     assert pair["access_token"] not in text
     assert pair["refresh_token"] not in text
     assert "$argon2" not in text
+
+
+async def test_the_username_and_the_email_of_one_account_share_its_counters(
+    strict: Quart,
+) -> None:
+    client = strict.test_client()
+    codes = [await wrong(client, login) for login in ("alice", "a@x.io", "ALICE")]
+
+    response = await client.post("/login", json={"username": "a@x.io", "password": PASSWORD})
+
+    assert codes == [401, 401, 401]
+    assert response.status_code == 429
+
+
+async def test_concurrent_guesses_get_only_the_places_left_checked(
+    settings_factory: SettingsFactory,
+) -> None:
+    settings = settings_factory(throttle_account_limits="5/minute", throttle_ip_limits="100/minute")
+    async with running_app(settings) as app:
+        client = app.test_client()
+        await client.post(
+            "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
+        )
+        codes = await asyncio.gather(*(wrong(client) for _ in range(12)))
+
+    assert sorted(codes) == [401] * 5 + [429] * 7
+
+
+async def test_wrong_current_passwords_are_throttled_like_logins(strict: Quart) -> None:
+    client = strict.test_client()
+    login = await client.post("/login", json={"username": "alice", "password": PASSWORD})
+    headers = {"Authorization": f"Bearer {(await login.get_json())['access_token']}"}
+
+    async def change(current: str) -> int:
+        response = await client.post(
+            "/me/password",
+            json={"current_password": current, "new_password": "a brand new passphrase"},
+            headers=headers,
+        )
+        return response.status_code
+
+    codes = [await change("not my password") for _ in range(4)]
+    right_one_now = await change(PASSWORD)
+
+    assert codes == [401, 401, 401, 429]
+    assert right_one_now == 429
+
+
+async def test_an_attempt_that_checked_nothing_gives_its_places_back() -> None:
+    throttle = Throttle(ThrottleLimits.parse("2/minute", "3/minute", "3/minute"))
+    first = await throttle.attempt(PASSWORD_SCOPE, account="alice", ip="10.0.0.1")
+    await throttle.abandoned(first)
+    await throttle.attempt(PASSWORD_SCOPE, account="alice", ip="10.0.0.1")
+    await throttle.attempt(PASSWORD_SCOPE, account="alice", ip="10.0.0.1")
+
+    with pytest.raises(TooManyAttempts) as refused:
+        await throttle.attempt(PASSWORD_SCOPE, account="alice", ip="10.0.0.1")
+    other_account = await throttle.attempt(PASSWORD_SCOPE, account="bob", ip="10.0.0.1")
+    with pytest.raises(TooManyAttempts):  # the address's three places are taken now
+        await throttle.attempt(PASSWORD_SCOPE, account="carol", ip="10.0.0.1")
+    await throttle.succeeded(other_account)  # a success gives the address place back
+    await throttle.attempt(PASSWORD_SCOPE, account="carol", ip="10.0.0.1")
+
+    assert 1 <= int(refused.value.headers()["Retry-After"]) <= 60

@@ -8,12 +8,12 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service import auth
 from service.audit import audit
-from service.errors import APIError, InvalidCredentials, TooManyAttempts
+from service.errors import APIError, TooManyAttempts
 from service.guards import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
 from service.models import User
 from service.schemas import SignupRequest, TokenPairOut
 from service.state import get_state
-from service.throttle import PASSWORD_SCOPE, REFRESH_SCOPE, Throttle
+from service.throttle import REFRESH_SCOPE
 
 AnyResponse = Response | WerkzeugResponse
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -95,19 +95,6 @@ def _ip() -> str:
     return request.remote_addr or "unknown"
 
 
-async def _within_limits(
-    throttle: Throttle | None, scope: str, event: str, *, account: str | None, ip: str
-) -> None:
-    """Raise TooManyAttempts (and audit it as ``event``) when a throttle window is full."""
-    if throttle is None:
-        return
-    try:
-        await throttle.check(scope, account=account, ip=ip)
-    except TooManyAttempts:
-        audit(event, outcome="throttled")
-        raise
-
-
 async def password_login(
     username: str, password: str, *, cookie: bool
 ) -> tuple[User, auth.TokenPair]:
@@ -116,18 +103,14 @@ async def password_login(
     Shared by /login, /token, /session and the login page: one set of counters for them all.
     """
     state = get_state()
-    throttle, ip = state.throttle, _ip()
-    await _within_limits(throttle, PASSWORD_SCOPE, "login", account=username, ip=ip)
-    try:
-        user = await auth.authenticate(
-            state.database, state.hasher, login=username, password=password
-        )
-    except InvalidCredentials:
-        if throttle is not None:
-            await throttle.failed(PASSWORD_SCOPE, account=username, ip=ip)
-        raise
-    if throttle is not None:
-        await throttle.succeeded(PASSWORD_SCOPE, account=username, ip=ip)
+    user = await auth.authenticate(
+        state.database,
+        state.hasher,
+        login=username,
+        password=password,
+        throttle=state.throttle,
+        ip=_ip(),
+    )
     return user, await start_session(user, with_csrf=cookie)
 
 
@@ -159,12 +142,19 @@ async def start_session(user: User, *, with_csrf: bool) -> auth.TokenPair:
 
 
 async def throttled_refresh(raw_token: str, *, cookie: bool) -> auth.TokenPair:
-    """Rotate a refresh token; failed refreshes from one address are throttled."""
+    """Rotate a refresh token; failed refreshes from one address are throttled (each takes
+    its place before the token is checked; a success gives it back)."""
     state = get_state()
-    throttle, ip = state.throttle, _ip()
-    await _within_limits(throttle, REFRESH_SCOPE, "refresh", account=None, ip=ip)
+    throttle = state.throttle
+    attempt = None
+    if throttle is not None:
+        try:
+            attempt = await throttle.attempt(REFRESH_SCOPE, account=None, ip=_ip())
+        except TooManyAttempts:
+            audit("refresh", outcome="throttled")
+            raise
     try:
-        return await auth.refresh_session(
+        pair = await auth.refresh_session(
             state.database,
             state.tokens,
             raw_token,
@@ -174,7 +164,14 @@ async def throttled_refresh(raw_token: str, *, cookie: bool) -> auth.TokenPair:
             cookie=cookie,
         )
     except APIError as exc:
-        if throttle is not None and exc.status == 401:
-            await throttle.failed(REFRESH_SCOPE, account=None, ip=ip)
+        if throttle is not None and attempt is not None and exc.status != 401:
+            await throttle.abandoned(attempt)  # only refused tokens count
         audit("refresh", outcome="refused", code=exc.code.value)
         raise
+    except BaseException:
+        if throttle is not None and attempt is not None:
+            await throttle.abandoned(attempt)
+        raise
+    if throttle is not None and attempt is not None:
+        await throttle.succeeded(attempt)
+    return pair

@@ -8,7 +8,13 @@ from quart import Blueprint, request
 from quart_schema import tag_blueprint, validate_querystring, validate_response
 
 from service import auth
-from service.errors import FreshTokenRequired, InvalidCredentials, NotFound, UserExists
+from service.errors import (
+    FreshTokenRequired,
+    InvalidCredentials,
+    NotFound,
+    TooManyAttempts,
+    UserExists,
+)
 from service.guards import (
     current_claims,
     current_user,
@@ -77,7 +83,7 @@ async def update_me(data: ProfileUpdate) -> UserOut:
 @blueprint.post("/me/password")
 @fresh_required
 @validate_body(PasswordChange)
-@documents_errors(InvalidCredentials, HashingBusy)
+@documents_errors(InvalidCredentials, TooManyAttempts, HashingBusy)
 @documents_no_content
 async def change_password(data: PasswordChange) -> tuple[str, int]:
     """Change your password (fresh token required)
@@ -93,6 +99,8 @@ async def change_password(data: PasswordChange) -> tuple[str, int]:
         current_password=data.current_password,
         new_password=data.new_password,
         keep_session=uuid.UUID(session_id) if session_id else None,
+        throttle=state.throttle,
+        ip=request.remote_addr or "unknown",
     )
     return "", 204
 
