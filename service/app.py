@@ -51,6 +51,8 @@ SECURITY_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Content-Security-Policy", API_CSP),
 )
+# Sent over HTTPS, or always when cookies are Secure: see service/envelope.py.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 class StrictRequest(Request):
@@ -196,8 +198,16 @@ def _package_version() -> str:
         return "0.0.0"
 
 
+class ServiceApp(Quart):
+    async def make_default_options_response(self) -> Response:
+        """The automatic OPTIONS answer: 204 with ``Allow`` (Quart's is a 200 labelled HTML)."""
+        response = await super().make_default_options_response()
+        response.status_code = 204
+        return response
+
+
 def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = None) -> Quart:
-    app = Quart("service", static_folder=None)
+    app = ServiceApp("service", static_folder=None)
     QuartSchema(
         app,
         openapi_path="/openapi.json",
@@ -210,6 +220,8 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
     )
     extension = AuthExtension(app, settings=settings, hooks=hooks, mount_routes=True)
     extension.envelope.add_default_headers(SECURITY_HEADERS)
+    secure_cookies = get_state(app).settings.secure_cookies
+    extension.envelope.add_default_headers([HSTS], https_only=not secure_cookies)
     app.register_blueprint(docs_routes.blueprint)
     app.register_blueprint(web_routes.blueprint)
 
