@@ -11,6 +11,7 @@ from .config import ConfigError, Settings, resolve_jwt_secret
 from .db import Database
 from .hooks import AuthHooks
 from .keys import load_previous_keys, load_private_key
+from .origin import OriginPolicy
 from .passwords import PasswordHasher
 from .throttle import Throttle, ThrottleLimits
 from .tokens import HMAC_ALGORITHMS, SigningKey, TokenSettings
@@ -27,6 +28,7 @@ class AuthState:
     policy: SessionPolicy
     hooks: AuthHooks
     throttle: Throttle | None
+    origins: OriginPolicy
 
     @classmethod
     def build(cls, settings: Settings, hooks: AuthHooks | None = None) -> AuthState:
@@ -41,6 +43,7 @@ class AuthState:
             ),
             hooks=hooks or AuthHooks(),
             throttle=build_throttle(settings),
+            origins=OriginPolicy.from_setting(settings.allowed_origins),
         )
 
     async def close(self) -> None:

@@ -30,7 +30,13 @@ from service.errors import (
     ValidationFailed,
     WrongTokenType,
 )
-from service.guards import REFRESH_COOKIE, current_claims, current_user, token_required
+from service.guards import (
+    REFRESH_COOKIE,
+    current_claims,
+    current_user,
+    require_same_site,
+    token_required,
+)
 from service.http import (
     FORM_TYPE,
     JSON_TYPE,
@@ -150,6 +156,8 @@ async def refresh() -> ModelResponse:
     `TOKEN_REUSED`) and revokes the session, except for a retry within a short grace window.
     """
     raw, from_cookie = await _presented_refresh_token()
+    if from_cookie:
+        require_same_site()
     pair = await throttled_refresh(raw, cookie=from_cookie)
     if from_cookie:
         attach_session_cookies(pair)

@@ -13,7 +13,7 @@ from service.blueprints.common import (
     password_login,
 )
 from service.errors import InvalidCredentials, TooManyAttempts
-from service.guards import current_claims, token_required
+from service.guards import current_claims, same_site_required, token_required
 from service.http import ModelResponse, documents_errors, documents_no_content, validate_body
 from service.passwords import HashingBusy
 from service.schemas import CookieLoginOut, LoginRequest, UserOut
@@ -24,12 +24,14 @@ tag_blueprint(blueprint, ["auth"])
 
 
 @blueprint.post("/session")
+@same_site_required
 @validate_body(LoginRequest)
 @validate_response(CookieLoginOut, 200)
 @documents_errors(InvalidCredentials, TooManyAttempts, HashingBusy)
 async def create_session(data: LoginRequest) -> ModelResponse:
     """Log in a browser: sets the session cookies
 
+    Refused (403 `CSRF_FAILED`) when another site's page sent it (`Origin`, `Sec-Fetch-Site`).
     `access_token_cookie` and `refresh_token_cookie` are HttpOnly and SameSite=Lax (Secure
     outside development); `csrf_access_token` is readable by scripts, to be echoed in
     `X-CSRF-Token` on unsafe requests.

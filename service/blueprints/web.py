@@ -2,8 +2,8 @@
 
 GET ``/``, ``/login``, ``/signup`` and ``/dashboard`` render HTML. The forms post to
 ``/web/login``, ``/web/signup`` and ``/web/logout`` (``POST /login`` and ``POST /signup`` are the
-JSON API's). A form POST from another origin (``Sec-Fetch-Site`` other than same-origin, or an
-``Origin`` naming another host) is refused with 403; the logout form also carries the session's
+JSON API's). A form POST another site sent is refused with 403 (the one cross-site check of
+``service/origin.py``, as for ``POST /session``); the logout form also carries the session's
 CSRF token, compared to the access token's ``csrf`` claim. The login form goes through the shared
 login throttle. The pages run under a CSP with no script at all, and are never cached.
 """
@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, redirect, render_template, request, send_file, url_for
@@ -33,7 +32,7 @@ from service.blueprints.common import (
     start_session,
 )
 from service.errors import APIError, InvalidCredentials, Unauthorized, UserExists
-from service.guards import ACCESS_COOKIE, load_user
+from service.guards import ACCESS_COOKIE, from_this_site, load_user
 from service.http import FORM_TYPE, read_body
 from service.models import User
 from service.repository import DuplicateUser
@@ -118,31 +117,6 @@ async def _refused() -> Response:
         text="This form was sent from another site, or it has expired. "
         "Open the page again and resend it from there.",
     )
-
-
-def _from_this_site() -> bool:
-    """False for a form another origin sent (login and logout CSRF). SameSite=Lax cookies still
-    travel between the ports of one host, so the browser's Sec-Fetch-Site and Origin decide."""
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    if origin == "null":
-        # What a browser sends under a no-referrer policy: only Sec-Fetch-Site can vouch for it.
-        return fetch_site == "same-origin"
-    allowed = {
-        entry.strip().rstrip("/")
-        for entry in get_state().settings.allowed_origins.split(",")
-        if entry.strip()
-    }
-    if origin.rstrip("/") in allowed:
-        return True
-    try:
-        return urlsplit(origin).netloc == request.host
-    except ValueError:  # not a URL at all, e.g. "http://["
-        return False
 
 
 async def _cookie_session() -> CookieSession | None:
@@ -251,7 +225,7 @@ async def dashboard() -> AnyResponse:
 @blueprint.post("/web/login")
 @hide
 async def login_submit() -> AnyResponse:
-    if not _from_this_site():
+    if not from_this_site():
         return await _refused()
     state = FormState(LOGIN_FIELDS)
     status: int = 422
@@ -277,7 +251,7 @@ async def login_submit() -> AnyResponse:
 @blueprint.post("/web/signup")
 @hide
 async def signup_submit() -> AnyResponse:
-    if not _from_this_site():
+    if not from_this_site():
         return await _refused()
     state = FormState(SIGNUP_FIELDS)
     status: int = 422
@@ -310,7 +284,7 @@ async def signup_submit() -> AnyResponse:
 @blueprint.post("/web/logout")
 @hide
 async def logout_submit() -> AnyResponse:
-    if not _from_this_site():
+    if not from_this_site():
         return await _refused()
     try:
         sent = (await read_body((FORM_TYPE,))).get(CSRF_FIELD)

@@ -147,6 +147,11 @@ def attacker(server: str) -> Iterator[str]:
             action=f"{server}/web/logout",
             fields='<input name="csrf_token" value="guessed">',
         ),
+        "/session.html": FORGED_PAGE.format(
+            action=f"{server}/session",
+            fields=f'<input name="username" value="mallory2">'
+            f'<input name="password" value="{PASSWORD}">',
+        ),
         "/login.html": FORGED_PAGE.format(
             action=f"{server}/web/login",
             fields=f'<input name="username" value="mallory">'
@@ -320,6 +325,25 @@ async def test_forms_posted_from_another_origin_are_refused(
 
     await page.goto(f"{server}/dashboard")
     await expect(page.locator("#welcome")).to_have_text("Welcome Victim! You are logged in.")
+
+
+async def test_a_foreign_page_cannot_log_the_browser_into_another_account(
+    page: Page, server: str, attacker: str
+) -> None:
+    sign_up_by_api(server, "victim2", name="Victim Two")
+    sign_up_by_api(server, "mallory2")
+    await log_in(page, server, "victim2")
+
+    async with page.expect_response(f"{server}/session") as answer:
+        await page.goto(f"{attacker}/session.html")
+    response = await answer.value
+
+    request_headers = await response.request.all_headers()
+    assert request_headers["origin"] == attacker
+    assert response.status == 403
+    assert (await response.json())["code"] == "CSRF_FAILED"
+    await page.goto(f"{server}/dashboard")
+    await expect(page.locator("#welcome")).to_have_text("Welcome Victim Two! You are logged in.")
 
 
 async def test_swagger_ui_authorizes_with_the_password_flow(page: Page, server: str) -> None:
