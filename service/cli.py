@@ -24,6 +24,8 @@ from .state import AuthState
 Command = Callable[[AuthState, argparse.Namespace], Awaitable[str]]
 # Commands that need neither the settings nor the database (they run even when both are broken).
 LocalCommand = Callable[[argparse.Namespace], str]
+# What a command asks the operator, before the settings are read and the database is opened.
+Prepare = Callable[[argparse.Namespace], None]
 
 
 async def _db_upgrade(state: AuthState, args: argparse.Namespace) -> str:
@@ -31,23 +33,34 @@ async def _db_upgrade(state: AuthState, args: argparse.Namespace) -> str:
     return f"database at {args.revision}"
 
 
-def _read_password(args: argparse.Namespace) -> str:
+def _read_password(args: argparse.Namespace) -> None:
+    """Put the new user's password in ``args.password``.
+
+    A ``prepare`` step: it runs before the event loop starts, where Ctrl-C at the prompt would
+    only take effect after Enter.
+    """
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat password: "):
-        raise ConfigError("the passwords differ")
-    return first
+        args.password = sys.stdin.readline().rstrip("\r\n")
+        return
+    # Without a terminal getpass would warn, echo the password, or fail on an empty input.
+    if not sys.stdin.isatty():
+        raise ConfigError("no terminal to read the password from; use --password-stdin")
+    try:
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise ConfigError("the passwords differ")
+    except EOFError:  # Ctrl-D at the prompt
+        raise ConfigError("no password given") from None
+    args.password = first
 
 
 async def _users_create(state: AuthState, args: argparse.Namespace) -> str:
-    password = _read_password(args)
     try:
         data = SignupRequest.model_validate(
             {
                 "username": args.username,
                 "email": args.email,
-                "password": password,
+                "password": args.password,
                 "name": args.name,
             }
         )
@@ -143,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    create.set_defaults(run=_users_create)
+    create.set_defaults(run=_users_create, prepare=_read_password)
     roles = actions.add_parser("set-roles", help="replace a user's roles (none clears them)")
     roles.add_argument("username")
     roles.add_argument("roles", nargs="*")
@@ -198,9 +211,15 @@ async def _run(command: Command, args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     local: LocalCommand | None = getattr(args, "local", None)
+    prepare: Prepare | None = getattr(args, "prepare", None)
     try:
+        if prepare is not None:
+            prepare(args)
         print(local(args) if local is not None else asyncio.run(_run(args.run, args)))
     except (ConfigError, APIError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import getpass
+import io
 import json
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from service.app import create_app
+from service.cli import main
 from tests.servers import run_service_command
 from tests.support import PASSWORD, make_settings
+
+CREATE_BOB = ["users", "create", "bob", "--email", "b@x.io"]
 
 
 def cli(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return run_service_command(tmp_path, *args, stdin=stdin)
+
+
+def run_main(argv: list[str]) -> int:
+    """``main(argv)`` in this process; an escaping Ctrl-C fails the test, not the whole run."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+
+
+class TerminalInput(io.StringIO):
+    """Standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The AUTH_* environment of the in-process commands: testing, a database in tmp_path."""
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    monkeypatch.setenv("AUTH_ENV", "testing")
+    monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    monkeypatch.setenv("AUTH_ARGON2_MEMORY_COST", "1024")
+    monkeypatch.setenv("AUTH_ARGON2_TIME_COST", "1")
+    return tmp_path
 
 
 async def test_users_create_then_log_in_over_http(tmp_path: Path) -> None:
@@ -99,3 +133,68 @@ async def test_set_roles_and_disable(tmp_path: Path) -> None:
             "/login", json={"username": "bob", "password": PASSWORD}
         )
     assert response.status_code == 401
+
+
+# Asking for the password: asyncio.run inside main() needs a test without a running loop.
+
+
+def test_users_create_without_a_terminal_asks_for_password_stdin(
+    environment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+    code = run_main(CREATE_BOB)
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == "error: no terminal to read the password from; use --password-stdin\n"
+    assert captured.out == ""
+    assert not (environment / "auth.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("typed", "message", "exit_code"),
+    [(EOFError, "error: no password given\n", 1), (KeyboardInterrupt, "error: interrupted\n", 130)],
+    ids=["ctrl-d", "ctrl-c"],
+)
+def test_users_create_stopped_at_the_password_prompt_says_so_in_one_line(
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    typed: type[BaseException],
+    message: str,
+    exit_code: int,
+) -> None:
+    def prompt(prompt: str = "Password: ", stream: object = None) -> str:
+        raise typed
+
+    monkeypatch.setattr(sys, "stdin", TerminalInput(""))
+    monkeypatch.setattr(getpass, "getpass", prompt)
+
+    code = run_main(CREATE_BOB)
+
+    captured = capsys.readouterr()
+    assert code == exit_code
+    assert captured.err == message
+    assert captured.out == ""
+
+
+def test_users_create_reads_the_password_twice_from_the_terminal(
+    environment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts: list[str] = []
+
+    def prompt(prompt: str = "Password: ", stream: object = None) -> str:
+        prompts.append(prompt)
+        return PASSWORD
+
+    monkeypatch.setattr(sys, "stdin", TerminalInput(""))
+    monkeypatch.setattr(getpass, "getpass", prompt)
+
+    code = run_main(CREATE_BOB)
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert prompts == ["Password: ", "Repeat password: "]
+    assert json.loads(captured.out)["username"] == "bob"
+    assert captured.err == ""
