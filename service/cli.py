@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import itertools
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -107,6 +108,7 @@ def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
     The key is written to a staged file first, so ``path`` never holds half a key and is never
     readable by others, not even for a moment.
     """
+    _make_private_directories(path.parent)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -127,6 +129,24 @@ def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
+
+
+def _make_private_directories(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each readable by the owner only (0700)."""
+    try:
+        ancestors = (directory, *directory.parents)
+        missing = list(itertools.takewhile(lambda folder: not folder.is_dir(), ancestors))
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                if folder.is_dir():  # made meanwhile by another process
+                    continue
+                raise ConfigError(f"{folder} exists and is not a folder") from None
+            os.chmod(folder, 0o700)  # whatever the umask
+    except OSError as exc:
+        failed = exc.filename or directory
+        raise ConfigError(f"cannot create {failed}: {exc.strerror or exc}") from None
 
 
 def _keys_generate(args: argparse.Namespace) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 import sys
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from service.app import create_app
+from service.cli import main
 from service.config import ConfigError, Settings
 from service.keys import generate_private_key_pem, jwks, key_from_pem, load_previous_keys
 from service.state import token_settings
@@ -154,14 +156,63 @@ async def test_keys_generate_refuses_to_overwrite_without_force(
     assert names_in(tmp_path) == ["signing.pem"]
 
 
+def test_keys_generate_creates_missing_folders_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "keys" / "current" / "signing.pem"
+
+    previous_umask = os.umask(0o277)  # the modes are exact whatever the umask
+    try:
+        code = main(["keys", "generate", "--algorithm", "ES256", "--out", str(out)])
+    finally:
+        os.umask(previous_umask)
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == ""
+    assert captured.out == f"{kid_of(out, 'ES256')}\n"
+    assert (tmp_path / "keys").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "keys" / "current").stat().st_mode & 0o777 == 0o700
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert names_in(out.parent) == ["signing.pem"]
+
+
+def test_keys_generate_leaves_an_existing_folder_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o755)
+
+    code = main(["keys", "generate", "--algorithm", "ES256", "--out", str(folder / "k.pem")])
+
+    assert code == 0, capsys.readouterr().err
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "k.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_keys_generate_reports_a_folder_it_cannot_create_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / ("x" * 300)  # longer than any file system allows a name to be
+
+    code = main(["keys", "generate", "--algorithm", "ES256", "--out", str(folder / "k.pem")])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == f"error: cannot create {folder}: File name too long\n"
+    assert names_in(tmp_path) == []
+
+
 async def test_keys_generate_reports_an_unwritable_path_in_one_line(tmp_path: Path) -> None:
-    out = tmp_path / "missing-directory" / "signing.pem"
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "a-file" / "signing.pem"
 
     finished = await keys_generate("--algorithm", "ES256", "--out", str(out))
 
     assert finished.returncode == 1
-    assert finished.stderr.startswith(f"error: cannot write {out}: ")
-    assert finished.stderr.count("\n") == 1
+    assert finished.stdout == ""
+    assert finished.stderr == f"error: {tmp_path / 'a-file'} exists and is not a folder\n"
 
 
 async def test_keys_generate_offers_only_asymmetric_algorithms(tmp_path: Path) -> None:
