@@ -116,6 +116,12 @@ async def register(
     name: str | None = None,
     roles: Sequence[str] = (),
 ) -> User:
+    # A name already taken is refused before the hash is paid for (hashing is the scarce
+    # resource); the unique index still decides between concurrent signups of one new name.
+    async with unit_of_work(database) as uow:
+        taken = await uow.users.taken_field(username=username, email=email)
+    if taken is not None:
+        raise _user_exists(taken)
     password_hash = await hasher.hash(password)
     async with unit_of_work(database, write=True) as uow:
         try:
@@ -123,15 +129,19 @@ async def register(
                 username=username, email=email, password_hash=password_hash, name=name, roles=roles
             )
         except DuplicateUser as exc:
-            detail = {
-                "username": "This username is taken.",
-                "email": "This email is already registered.",
-            }.get(exc.field or "")
-            audit("signup", outcome="conflict", field=exc.field)
-            raise UserExists(detail) from exc
+            raise _user_exists(exc.field) from exc
         await uow.commit()
     audit("signup", user_id=user.id)
     return user
+
+
+def _user_exists(field: str | None) -> UserExists:
+    detail = {
+        "username": "This username is taken.",
+        "email": "This email is already registered.",
+    }.get(field or "")
+    audit("signup", outcome="conflict", field=field)
+    return UserExists(detail, field=field)
 
 
 async def authenticate(
@@ -513,7 +523,7 @@ async def update_profile(
         try:
             await uow.users.save()
         except DuplicateUser as exc:
-            raise UserExists("This email is already registered.") from exc
+            raise UserExists("This email is already registered.", field="email") from exc
         await uow.commit()
     await database.changed()
     return user

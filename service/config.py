@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     jwt_leeway: int = Field(default=30, ge=0, le=30)
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
-    hash_queue: int = Field(default=0, ge=0)  # 0: eight jobs per hashing thread
+    hash_queue: int = Field(default=0, ge=0)  # 0: no cap on the count (admission is by time)
+    hash_max_wait: float = Field(default=10.0, gt=0)  # seconds a hash may wait for a thread
     hash_nice: int = Field(default=10, ge=0, le=19)  # hashing threads' niceness above the process
     argon2_memory_cost: int = Field(default=65_536, ge=8)
     argon2_time_cost: int = Field(default=3, ge=1)

@@ -88,6 +88,10 @@ class UserExists(APIError):
     title = "User exists"
     default_detail = "A user with this username or email already exists."
 
+    def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field  # "username" or "email", when known
+
 
 class NotFound(APIError):
     status = 404

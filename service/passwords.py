@@ -9,11 +9,13 @@ hash in ``Verification.new_hash``, which ``auth.authenticate`` stores.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import secrets
 import sys
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -78,8 +80,15 @@ class Verification:
 class HashingBusy(ServiceUnavailable):
     default_detail = "Too many password checks are waiting; try again in a moment."
 
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(headers={"Retry-After": str(retry_after)})
+
+
+def _timed(job: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """Run ``job`` in the hashing thread; its result and the seconds it took there."""
+    started = time.perf_counter()
+    result = job(*args)
+    return result, time.perf_counter() - started
 
 
 def lower_thread_priority(nice: int) -> None:
@@ -98,15 +107,22 @@ def lower_thread_priority(nice: int) -> None:
 class PasswordHasher:
     """Hashes and verifies in a bounded thread pool, sized to the cores by default.
 
-    The queue in front of the pool is bounded too (``hash_queue`` jobs, running or waiting):
-    argon2 takes 64 MiB per hash, so a login storm gets 503 + Retry-After beyond that instead
-    of an unbounded backlog.
+    Admission is by time, not by count: every job's duration is measured (a moving average,
+    seeded by the start-up hash), and a new job is refused with 503 + Retry-After only when
+    the wait it would have before a thread is free, the jobs ahead of it spread over the
+    threads at the measured average, exceeds ``hash_max_wait`` seconds. A burst that the pool
+    clears in time is served whole; a storm it cannot is shed instead of queueing without end.
+    ``hash_queue``, when set, also caps the jobs running or waiting.
 
     The hashing threads run at a lower CPU priority (``hash_nice``): a storm of logins, each
     a quarter of a second of CPU, then takes the cores only when the cheap requests (token
     checks) leave them idle, instead of multiplying their latency. Logins alone still get all
-    the cores; under full load they slow down and the bounded queue answers 503 beyond it.
+    the cores; under full load they slow down, the measured durations grow with them, and the
+    admission sheds sooner.
     """
+
+    # Weight of the newest duration in the moving average.
+    SMOOTHING = 0.2
 
     def __init__(self, settings: Settings) -> None:
         self.context = CryptContext(
@@ -118,6 +134,7 @@ class PasswordHasher:
             argon2__time_cost=settings.argon2_time_cost,
             argon2__parallelism=settings.argon2_parallelism,
         )
+        self.workers = settings.hash_workers
         self._executor = ThreadPoolExecutor(
             max_workers=settings.hash_workers,
             thread_name_prefix="password-hash",
@@ -125,17 +142,38 @@ class PasswordHasher:
             initargs=(settings.hash_nice,),
         )
         self._dummy_hash: str | None = None
-        self.queue_limit = settings.hash_queue or settings.hash_workers * 8
+        self.max_wait = settings.hash_max_wait
+        self.queue_limit = settings.hash_queue  # 0: no cap on the count
         self.pending = 0
+        self.average_seconds: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        """Fold one measured job duration into the moving average."""
+        if self.average_seconds is None:
+            self.average_seconds = seconds
+        else:
+            self.average_seconds += self.SMOOTHING * (seconds - self.average_seconds)
+
+    def expected_wait(self) -> float:
+        """Seconds a job submitted now would wait for a thread: the full rounds of the jobs
+        ahead of it (running or waiting), at the measured average duration."""
+        if self.average_seconds is None:
+            return 0.0
+        return (self.pending // self.workers) * self.average_seconds
 
     async def _run(self, job: Callable[..., T], *args: Any) -> T:
-        if self.pending >= self.queue_limit:
-            raise HashingBusy()
+        wait = self.expected_wait()
+        if wait > self.max_wait or (self.queue_limit and self.pending >= self.queue_limit):
+            raise HashingBusy(max(1, math.ceil(wait - self.max_wait)))
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
+            result, seconds = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _timed, job, *args
+            )
         finally:
             self.pending -= 1
+        self.observe(seconds)
+        return result
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hash, password)

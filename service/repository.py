@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, literal, select, update
+from sqlalchemy import delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,6 +72,20 @@ class UserRepository:
             query = query.where(User.pk > select(User.pk).where(User.id == after).scalar_subquery())
         result = await self.session.execute(query)
         return result.scalars().all()
+
+    async def taken_field(self, *, username: str, email: str) -> str | None:
+        """``"username"`` or ``"email"`` when a user already has it (in any letter case)."""
+        name_taken = func.lower(User.username) == username.lower()
+        result = await self.session.execute(
+            select(name_taken)
+            .where(or_(name_taken, func.lower(User.email) == email.lower()))
+            .order_by(name_taken.desc())
+            .limit(1)
+        )
+        row = result.one_or_none()
+        if row is None:
+            return None
+        return "username" if row[0] else "email"
 
     async def by_login(self, login: str) -> User | None:
         """A user by username or email, compared case-insensitively."""

@@ -35,7 +35,6 @@ from service.errors import APIError, InvalidCredentials, Unauthorized, UserExist
 from service.guards import ACCESS_COOKIE, from_this_site, load_user
 from service.http import FORM_TYPE, read_body
 from service.models import User
-from service.repository import DuplicateUser
 from service.schemas import LoginRequest, SignupRequest
 from service.state import get_state
 from service.tokens import Claims, decode_token
@@ -267,10 +266,8 @@ async def signup_submit() -> AnyResponse:
             pair = await start_session(user, with_csrf=True)
             return await _logged_in(pair, await _cookie_session())
     except UserExists as error:
-        cause = error.__cause__
-        taken = cause.field if isinstance(cause, DuplicateUser) else None
-        if taken in SIGNUP_FIELDS:
-            state.errors[str(taken)] = error.detail
+        if error.field in SIGNUP_FIELDS:
+            state.errors[str(error.field)] = error.detail
         else:
             state.message = error.detail
         status = error.status
