@@ -150,11 +150,56 @@ async def test_token_missing_fields_are_invalid_request(
     assert body["code"] == "VALIDATION_ERROR"
 
 
-async def test_token_unknown_grant_type_is_rejected(client: Client) -> None:
-    response = await client.post("/token", form={"grant_type": "client_credentials"})
+@pytest.mark.parametrize(
+    "send",
+    [
+        {"form": {"grant_type": "client_credentials"}},
+        {"form": {"grant_type": "Password", "username": "alice", "password": PASSWORD}},
+        {"json": {"grant_type": "authorization_code", "code": "abc"}},
+    ],
+    ids=["form", "form-wrong-case", "json"],
+)
+async def test_token_unknown_grant_type_is_unsupported_grant_type(
+    client: Client, user: SignedUp, send: dict[str, dict[str, str]]
+) -> None:
+    response = await client.post("/token", **send)
 
     assert response.status_code == 400
-    assert (await response.get_json())["error"] in {"unsupported_grant_type", "invalid_request"}
+    assert response.content_type == "application/problem+json"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.get_json() == {
+        "type": "about:blank",
+        "title": "Token request failed",
+        "status": 400,
+        "detail": "The grant_type must be one of: password, refresh_token.",
+        "code": "UNSUPPORTED_GRANT_TYPE",
+        "error": "unsupported_grant_type",
+        "error_description": "The grant_type must be one of: password, refresh_token.",
+    }
+
+
+@pytest.mark.parametrize("grant_type", [None, ""], ids=["omitted", "empty"])
+async def test_token_form_without_grant_type_is_invalid_request(
+    client: Client, user: SignedUp, grant_type: str | None
+) -> None:
+    form = {"username": "alice", "password": PASSWORD}
+    if grant_type is not None:
+        form["grant_type"] = grant_type
+
+    response = await client.post("/token", form=form)
+
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert await response.get_json() == {
+        "type": "about:blank",
+        "title": "Token request failed",
+        "status": 400,
+        "detail": "The request body or parameters are not valid.",
+        "code": "VALIDATION_ERROR",
+        "error": "invalid_request",
+        "error_description": "The request body or parameters are not valid.",
+        "errors": [{"loc": ["body", "grant_type"], "msg": "Field required"}],
+    }
 
 
 async def test_token_refresh_grant_rotates(client: Client, tokens: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Blueprint, request, url_for
 from quart_schema import tag_blueprint, validate_response
 
@@ -16,6 +18,7 @@ from service.blueprints.common import (
 )
 from service.errors import (
     CsrfFailed,
+    ErrorCode,
     InvalidCredentials,
     OAuthError,
     PayloadTooLarge,
@@ -63,6 +66,7 @@ from service.state import get_state
 blueprint = Blueprint("auth", __name__)
 tag_blueprint(blueprint, ["auth"])
 
+GRANT_TYPES = ("password", "refresh_token")
 REFRESH_ERRORS = (TokenMissing, TokenInvalid, TokenExpired, TokenRevoked, TokenReused)
 
 
@@ -101,11 +105,13 @@ async def token() -> ModelResponse:
     """OAuth2 token endpoint (RFC 6749)
 
     Form `grant_type=password` with `username` and `password`, or `grant_type=refresh_token`
-    with `refresh_token`; a JSON body `{"username", "password"}` is accepted too. Errors follow
-    RFC 6749 §5.2: status 400 and an `error` field.
+    with `refresh_token`; a JSON body `{"username", "password"}` (no `grant_type`) is accepted
+    too. Errors follow RFC 6749 §5.2: status 400 and an `error` field (`invalid_request`,
+    `invalid_grant`, `unsupported_grant_type`).
     """
     try:
-        data = parse_model(TokenRequest, await read_body((FORM_TYPE, JSON_TYPE)))
+        fields = _with_grant_type(await read_body((FORM_TYPE, JSON_TYPE)))
+        data = parse_model(TokenRequest, fields)
         if data.grant_type == "refresh_token":
             if not data.refresh_token:
                 raise _missing("refresh_token")
@@ -120,6 +126,26 @@ async def token() -> ModelResponse:
         raise OAuthError("invalid_grant", exc.code, exc.detail) from None
     body = TokenOut(**pair_out(pair).model_dump(), token=pair.access_token, user_id=pair.user_id)
     return body, 200, NO_STORE
+
+
+def _with_grant_type(body: dict[str, Any]) -> dict[str, Any]:
+    """The body once its grant type is known: only a JSON body may omit it (the password grant).
+
+    A parameter sent without a value counts as omitted (RFC 6749 §3.2); an unknown grant type is
+    ``unsupported_grant_type`` (§5.2), not a validation error.
+    """
+    grant_type = body.get("grant_type")
+    if grant_type is None or grant_type == "":
+        if request.mimetype == FORM_TYPE:
+            raise _missing("grant_type")
+        return {**body, "grant_type": "password"}
+    if isinstance(grant_type, str) and grant_type not in GRANT_TYPES:
+        raise OAuthError(
+            "unsupported_grant_type",
+            ErrorCode.UNSUPPORTED_GRANT_TYPE,
+            f"The grant_type must be one of: {', '.join(GRANT_TYPES)}.",
+        )
+    return body
 
 
 def _missing(*names: str) -> ValidationFailed:
