@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     jwt_leeway: int = Field(default=30, ge=0, le=30)
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     hash_queue: int = Field(default=0, ge=0)  # 0: no cap on the count (admission is by time)
-    hash_max_wait: float = Field(default=10.0, gt=0)  # seconds a hash may wait for a thread
+    # Seconds a hash may expect to wait for a thread before it is shed (503): a common client
+    # and proxy timeout is 30-60 s, and a login answered after its client gave up is wasted.
+    hash_max_wait: float = Field(default=30.0, gt=0)
     hash_nice: int = Field(default=10, ge=0, le=19)  # hashing threads' niceness above the process
     argon2_memory_cost: int = Field(default=65_536, ge=8)
     argon2_time_cost: int = Field(default=3, ge=1)
