@@ -25,6 +25,11 @@ def set_cookies(response: Any) -> dict[str, str]:
     return {header.split("=", 1)[0]: header for header in response.headers.getlist("Set-Cookie")}
 
 
+def attributes(cookie: str) -> list[str]:
+    """The attributes of a Set-Cookie header, after its name=value."""
+    return [attribute.strip() for attribute in cookie.split(";")[1:]]
+
+
 async def log_in(browser: Client) -> tuple[Any, str]:
     response = await browser.post("/session", form={"username": "alice", "password": PASSWORD})
     assert response.status_code == 200
@@ -58,12 +63,17 @@ async def test_session_login_sets_the_three_cookies(browser: Client) -> None:
 async def test_cookies_are_secure_outside_development(settings_factory: SettingsFactory) -> None:
     async with running_app(settings_factory()) as app:  # AUTH_ENV=testing
         client = app.test_client()
-        await client.post(
+        signup = await client.post(
             "/signup", json={"username": "bob", "email": "b@x.io", "password": PASSWORD}
         )
         response = await client.post("/session", json={"username": "bob", "password": PASSWORD})
 
-    assert all("Secure" in cookie for cookie in set_cookies(response).values())
+    assert signup.status_code == 201
+    assert response.status_code == 200
+    cookies = set_cookies(response)
+    assert set(cookies) == {"access_token_cookie", "refresh_token_cookie", "csrf_access_token"}
+    for cookie in cookies.values():
+        assert "Secure" in attributes(cookie), cookie
 
 
 async def test_the_cookie_authenticates_safe_requests(browser: Client) -> None:
