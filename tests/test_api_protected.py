@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 import jwt
@@ -14,7 +15,7 @@ from quart import Quart
 from service import auth
 from service.state import get_state
 from service.tokens import encode_token
-from tests.support import Client, SignedUp
+from tests.support import PASSWORD, Client, SignedUp
 
 CHALLENGE = 'Bearer realm="auth-service"'
 
@@ -48,11 +49,30 @@ async def test_me_returns_the_user_object(
 async def test_users_by_id_is_yourself_only(
     client: Client, user: SignedUp, auth_headers: dict[str, str]
 ) -> None:
+    signup = await client.post(
+        "/signup", json={"username": "bob", "email": "bob@example.com", "password": PASSWORD}
+    )
+    assert signup.status_code == 201
+    bob_id = (await signup.get_json())["id"]
+
     own = await client.get(f"/users/{user.id}", headers=auth_headers)
-    other = await client.get("/users/3f1c2c36-2a4e-4a8e-9a55-3c0a2a1c2b11", headers=auth_headers)
+    other = await client.get(f"/users/{bob_id}", headers=auth_headers)
+    nobody = await client.get(f"/users/{uuid.uuid4()}", headers=auth_headers)
 
     assert own.status_code == 200
+    assert (await own.get_json())["id"] == user.id
     assert other.status_code == 404
+    assert other.content_type == "application/problem+json"
+    assert await other.get_json() == {
+        "type": "about:blank",
+        "title": "Not found",
+        "status": 404,
+        "detail": "Nothing is here.",
+        "code": "NOT_FOUND",
+    }
+    # Another user's id is answered like an id that belongs to nobody.
+    assert nobody.status_code == 404
+    assert await nobody.get_json() == await other.get_json()
 
 
 @pytest.mark.parametrize("path", ["/protected", "/me"])
