@@ -120,6 +120,27 @@ async def test_signup_password_length_counts_characters_after_nfkc(client: Clien
 
 
 async def test_signup_does_not_echo_the_password_in_errors(client: Client) -> None:
-    response = await signup(client, email="broken", password="hunter2-secret-value")
+    secret = "hunter2-secret-value" * 7  # 140 characters: refused, so it has an error entry
 
+    response = await signup(client, email="broken", password=secret)
+
+    assert response.status_code == 422
+    assert response.content_type == PROBLEM
+    assert await response.get_json() == {
+        "type": "about:blank",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": "The request body or parameters are not valid.",
+        "code": "VALIDATION_ERROR",
+        "errors": [
+            {
+                "loc": ["body", "email"],
+                "msg": "value is not a valid email address: An email address must have an @-sign.",
+            },
+            {
+                "loc": ["body", "password"],
+                "msg": "Value error, Password must be 8 to 128 characters (it has 140).",
+            },
+        ],
+    }
     assert "hunter2-secret-value" not in await response.get_data(as_text=True)
