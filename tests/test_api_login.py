@@ -224,6 +224,31 @@ async def test_token_refresh_grant_with_garbage_is_invalid_grant(client: Client)
     assert body["code"] == "TOKEN_INVALID"
 
 
+async def test_token_refresh_grant_of_a_disabled_account_is_invalid_grant(
+    app: Quart, client: Client, tokens: dict[str, Any]
+) -> None:
+    from service import auth
+
+    await auth.set_active(get_state(app).database, "alice", active=False)
+
+    response = await client.post(
+        "/token", form={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert "WWW-Authenticate" not in response.headers
+    assert await response.get_json() == {
+        "type": "about:blank",
+        "title": "Token request failed",
+        "status": 400,
+        "detail": "The account is disabled.",
+        "code": "ACCOUNT_DISABLED",
+        "error": "invalid_grant",
+        "error_description": "The account is disabled.",
+    }
+
+
 async def test_token_refresh_grant_without_the_token_is_invalid_request(client: Client) -> None:
     response = await client.post("/token", form={"grant_type": "refresh_token"})
 

@@ -17,6 +17,7 @@ from service.blueprints.common import (
     throttled_refresh,
 )
 from service.errors import (
+    AccountDisabled,
     CsrfFailed,
     ErrorCode,
     InvalidCredentials,
@@ -67,6 +68,15 @@ blueprint = Blueprint("auth", __name__)
 tag_blueprint(blueprint, ["auth"])
 
 GRANT_TYPES = ("password", "refresh_token")
+# What a refresh token grant can be refused for: RFC 6749 §5.2 invalid_grant, not a 401.
+REFUSED_GRANTS = (
+    TokenInvalid,
+    TokenExpired,
+    TokenRevoked,
+    TokenReused,
+    WrongTokenType,
+    AccountDisabled,
+)
 REFRESH_ERRORS = (TokenMissing, TokenInvalid, TokenExpired, TokenRevoked, TokenReused)
 
 
@@ -122,7 +132,7 @@ async def token() -> ModelResponse:
             _, pair = await password_login(data.username, data.password, cookie=False)
     except (ValidationFailed, UnsupportedMediaType, InvalidCredentials) as exc:
         raise OAuthError.from_api_error(exc) from None
-    except (TokenInvalid, TokenExpired, TokenRevoked, TokenReused, WrongTokenType) as exc:
+    except REFUSED_GRANTS as exc:
         raise OAuthError("invalid_grant", exc.code, exc.detail) from None
     body = TokenOut(**pair_out(pair).model_dump(), token=pair.access_token, user_id=pair.user_id)
     return body, 200, NO_STORE
