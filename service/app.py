@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from quart import Quart, Response, request
 from quart.wrappers import Request
 from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
@@ -93,10 +94,17 @@ async def _http_error(error: HTTPException) -> Response:
 
 async def _schema_error(error: RequestSchemaValidationError) -> Response:
     cause = error.validation_error
+    source = (
+        "query"
+        if isinstance(error, QuerystringValidationError)
+        else "header"
+        if isinstance(error, RequestHeadersValidationError)
+        else "body"
+    )
     errors = (
-        validation_errors(cause)
+        validation_errors(cause, source)
         if isinstance(cause, ValidationError)
-        else [{"loc": ["body"], "msg": str(cause)}]
+        else [{"loc": [source], "msg": str(cause)}]
     )
     return problem_response(ValidationFailed(errors))
 

@@ -59,9 +59,10 @@ def documents_no_content(func: F) -> F:
     return func
 
 
-def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    # The input is left out on purpose: it may be a password.
-    return [{"loc": ["body", *error["loc"]], "msg": error["msg"]} for error in exc.errors()]
+def validation_errors(exc: ValidationError, source: str = "body") -> list[dict[str, Any]]:
+    """The errors as the problem's ``errors``: ``loc`` starts with where the value was sent
+    (``body``, ``query`` or ``header``). The input is left out on purpose: it may be a password."""
+    return [{"loc": [source, *error["loc"]], "msg": error["msg"]} for error in exc.errors()]
 
 
 def _invalid_body(message: str) -> ValidationFailed:

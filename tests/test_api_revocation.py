@@ -248,6 +248,8 @@ async def test_admin_users_bad_query_is_422(app: Quart, client: Client, query: s
 
     assert response.status_code == 422
     assert await code_of(response) == "VALIDATION_ERROR"
+    name = query.split("=")[0]
+    assert [e["loc"] for e in (await response.get_json())["errors"]] == [["query", name]]
 
 
 async def test_removing_a_role_revokes_earlier_tokens(app: Quart, client: Client) -> None:
