@@ -97,3 +97,71 @@ async def hypercorn_server(
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=30)
+
+
+@asynccontextmanager
+async def announcements(path: Path) -> AsyncIterator[asyncio.StreamReader]:
+    """A FIFO at ``path`` for child processes to ``announce`` to; yields the reader of those
+    lines. Pass ``TEST_ANNOUNCE_TO=path`` in their environment."""
+    os.mkfifo(path)
+    # Open for writing too: the FIFO then never reads as ended while no child has it open.
+    pipe = os.fdopen(os.open(path, os.O_RDWR | os.O_NONBLOCK), "rb", buffering=0)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        yield reader
+    finally:
+        transport.close()
+
+
+def announce(what: str) -> None:
+    """In a child process: write "<what> <pid>" to the FIFO named by ``TEST_ANNOUNCE_TO``."""
+    if fifo := os.environ.get("TEST_ANNOUNCE_TO"):
+        with open(fifo, "a") as listeners:
+            listeners.write(f"{what} {os.getpid()}\n")
+
+
+async def announced(reader: asyncio.StreamReader, what: str) -> int:
+    """The pid of the next process that announces ``what``."""
+    line = (await asyncio.wait_for(reader.readline(), timeout=60)).decode()
+    announced_what, _, pid = line.strip().rpartition(" ")
+    assert announced_what == what, line
+    return int(pid)
+
+
+# A worker of python -m service.serve is a fresh interpreter (multiprocessing "spawn"); this
+# sitecustomize runs in it during interpreter start-up, before multiprocessing unpickles the
+# worker or any of service.serve runs, and holds it there until the file "go" exists.
+_HOLD_WORKERS_AT_START = """\
+import os
+import sys
+import time
+from pathlib import Path
+
+_folder = os.environ.get("TEST_HOLD_WORKERS_AT_START")
+if _folder and "--multiprocessing-fork" in sys.orig_argv:
+    from tests.servers import announce
+
+    announce("starting")
+    while not Path(_folder, "go").exists():
+        time.sleep(0.01)
+"""
+
+
+def hold_workers_at_start(folder: Path) -> dict[str, str]:
+    """Environment variables that keep every spawned worker in interpreter start-up (each
+    announces "starting") until ``folder/go`` exists."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_HOLD_WORKERS_AT_START)
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{ROOT}", "TEST_HOLD_WORKERS_AT_START": str(folder)}
+
+
+async def wait_for_line(stream: asyncio.StreamReader, prefix: str) -> str:
+    """Read ``stream`` up to the first line that starts with ``prefix``; that line."""
+    seen: list[str] = []
+    while line := (await stream.readline()).decode():
+        if line.startswith(prefix):
+            return line.rstrip("\n")
+        seen.append(line)
+    raise AssertionError(f"the stream ended without a line {prefix!r}: {''.join(seen)[-3000:]}")

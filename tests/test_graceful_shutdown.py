@@ -14,10 +14,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import clean_env, free_port, wait_until_up
+from tests.servers import (
+    announced,
+    announcements,
+    clean_env,
+    free_port,
+    hold_workers_at_start,
+    wait_for_line,
+    wait_until_up,
+)
 from tests.support import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVING = "auth-service: serving on "
 
 
 async def start(
@@ -27,13 +36,15 @@ async def start(
     app: str = "service.asgi:app",
     *,
     reuse_port: bool = True,
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    env = clean_env(
+    variables = clean_env(
         AUTH_ENV="testing",
         AUTH_JWT_SECRET="g" * 48,
         AUTH_THROTTLE_ENABLED="false",
         AUTH_ARGON2_MEMORY_COST="1024",
         AUTH_ARGON2_TIME_COST="1",
+        **(env or {}),
     )
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -48,7 +59,7 @@ async def start(
         *([] if reuse_port else ["--no-reuse-port"]),
         app,
         cwd=tmp_path,
-        env=env,
+        env=variables,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -82,7 +93,7 @@ async def test_sigterm_during_a_burst_drops_no_in_flight_request(tmp_path: Path)
     base = f"http://127.0.0.1:{port}"
     process = await start(tmp_path, port, workers=2)
     try:
-        await wait_until_up(base)
+        await wait_until_serving(process)
         async with httpx.AsyncClient(base_url=base) as client:
             signup = await client.post(
                 "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
@@ -125,23 +136,38 @@ async def test_a_worker_that_cannot_start_makes_the_supervisor_fail(tmp_path: Pa
     assert "AUTH_JWT_SECRET" in stderr.decode()
 
 
+async def wait_until_serving(process: asyncio.subprocess.Process) -> str:
+    """The supervisor's line saying every worker serves, once it comes."""
+    assert process.stderr is not None
+    return await asyncio.wait_for(wait_for_line(process.stderr, SERVING), timeout=60)
+
+
+async def workers_answering(client: httpx.AsyncClient, connections: int) -> Counter[int]:
+    """Which worker answered each of ``connections`` new connections, opened 8 at a time."""
+    seen: Counter[int] = Counter()
+    for _ in range(connections // 8):
+        answers = await asyncio.gather(*(client.get("/worker") for _ in range(8)))
+        seen.update(answer.json()["pid"] for answer in answers)
+    return seen
+
+
+def new_connection_per_request(port: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits)
+
+
 async def _workers_answering(tmp_path: Path, connections: int, *, reuse_port: bool) -> Counter[int]:
     """Serve tests/pid_app.py on two workers; which worker answered each of ``connections``
-    new connections, opened 8 at a time."""
+    new connections once the supervisor says both serve."""
     port = free_port()
     process = await start(tmp_path, port, 2, "tests.pid_app:app", reuse_port=reuse_port)
-    seen: Counter[int] = Counter()
-    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
     try:
-        await wait_until_up(f"http://127.0.0.1:{port}")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
-            for _ in range(connections // 8):
-                answers = await asyncio.gather(*(client.get("/worker") for _ in range(8)))
-                seen.update(answer.json()["pid"] for answer in answers)
+        await wait_until_serving(process)
+        async with new_connection_per_request(port) as client:
+            return await workers_answering(client, connections)
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=60)
-    return seen
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux's")
@@ -154,6 +180,35 @@ async def test_new_connections_are_spread_over_the_workers(tmp_path: Path) -> No
     assert min(seen.values()) >= 20, seen
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing is Linux's")
+async def test_serving_is_announced_once_every_worker_listens(tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    port = free_port()
+    async with announcements(tmp_path / "announcements") as heard:
+        env = {"TEST_PID_APP_HOLD": str(hold), "TEST_ANNOUNCE_TO": str(tmp_path / "announcements")}
+        process = await start(tmp_path, port, 2, "tests.pid_app:app", env=env)
+        try:
+            # One worker serves, the other is held while it loads the app.
+            await announced(heard, "held")
+            await wait_until_up(f"http://127.0.0.1:{port}")
+            async with new_connection_per_request(port) as client:
+                while_one_loads = await workers_answering(client, 16)
+                (hold / "go").touch()
+                line = await wait_until_serving(process)
+                once_announced = await workers_answering(client, 96)
+        finally:
+            (hold / "go").touch()
+            process.terminate()
+            await asyncio.wait_for(process.wait(), timeout=60)
+
+    # The loading worker's socket is bound but not listening yet: the kernel gives it nothing.
+    assert len(while_one_loads) == 1, while_one_loads
+    assert line == f"auth-service: serving on http://127.0.0.1:{port} with 2 workers"
+    assert len(once_announced) == 2, once_announced
+    assert min(once_announced.values()) >= 20, once_announced
+
+
 async def test_workers_can_share_one_socket_instead(tmp_path: Path) -> None:
     seen = await _workers_answering(tmp_path, 16, reuse_port=False)
 
@@ -161,15 +216,42 @@ async def test_workers_can_share_one_socket_instead(tmp_path: Path) -> None:
     assert len(seen) in (1, 2)
 
 
-async def test_sigterm_while_the_workers_still_load_the_app_stops_them(tmp_path: Path) -> None:
-    process = await start(tmp_path, free_port(), workers=2, app="tests.slow_import_app:app")
-    await asyncio.sleep(0.8)  # the workers run, still importing the app
-    process.terminate()
-    try:
-        exit_code = await asyncio.wait_for(process.wait(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+async def test_sigterm_while_a_worker_still_loads_the_app_stops_it(tmp_path: Path) -> None:
+    async with announcements(tmp_path / "announcements") as heard:
+        env = {"TEST_ANNOUNCE_TO": str(tmp_path / "announcements")}
+        app = "tests.slow_import_app:app"
+        process = await start(tmp_path, free_port(), workers=2, app=app, env=env)
+        try:
+            await announced(heard, "loading")  # a worker imports the app, for two seconds
+            process.terminate()
+            exit_code = await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    assert exit_code == 0
+
+
+async def test_sigterm_that_reaches_a_worker_still_starting_its_interpreter_stops_it(
+    tmp_path: Path,
+) -> None:
+    # The worker is held in interpreter start-up, before any of service.serve runs in it, when
+    # the signal reaches it: a signal it ignores then is lost for good and the supervisor waits
+    # for that worker forever.
+    hold = tmp_path / "hold"
+    async with announcements(tmp_path / "announcements") as heard:
+        env = {**hold_workers_at_start(hold), "TEST_ANNOUNCE_TO": str(tmp_path / "announcements")}
+        process = await start(tmp_path, free_port(), workers=1, env=env)
+        try:
+            worker = await announced(heard, "starting")
+            os.kill(worker, signal.SIGTERM)  # what the supervisor forwards on its own SIGTERM
+            (hold / "go").touch()
+            exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+        finally:
+            (hold / "go").touch()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
     assert exit_code == 0
