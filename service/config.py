@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qs
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:// or postgresql+asyncpg://")
+        if is_in_memory_sqlite(value):
+            raise ValueError(
+                "an in-memory SQLite database is not supported; "
+                "use a file, e.g. sqlite+aiosqlite:///./instance/auth.db"
+            )
         return value
 
     @property
@@ -94,6 +100,28 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.cookie_secure if self.cookie_secure is not None else self.env != "development"
+
+
+def is_in_memory_sqlite(url: str) -> bool:
+    """``sqlite+aiosqlite://``, ``…:///:memory:`` or a ``file:`` URI in memory.
+
+    Refused rather than supported: each connection to ``:memory:`` is a database of its own, so
+    the reader and writer engines (and every pooled connection) would each see another one; one
+    shared connection (StaticPool) instead would run every request's transaction on the one
+    connection, interleaved, where one request's rollback undoes another's writes. Each worker
+    of ``service.serve`` would also hold its own users, gone at exit, and the revocation epoch
+    that lets workers cache token subjects lives in a file beside the database. Tests use a
+    temporary file, which costs little more.
+    """
+    if not url.startswith("sqlite"):
+        return False
+    path, _, query = url.partition("://")[2].partition("?")
+    database = path.removeprefix("/")
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or "memory" in parse_qs(query).get("mode", [])
+    )
 
 
 def resolve_jwt_secret(settings: Settings) -> bytes:
@@ -118,24 +146,37 @@ def resolve_jwt_secret(settings: Settings) -> bytes:
 
 
 def _instance_secret(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_urlsafe(48).encode() + b"\n")
-        try:
-            # link() creates the name only if it is absent: of two processes starting
-            # together, both end up reading the one secret that won.
-            os.link(staged, path)
-        except FileExistsError:
-            pass
-        finally:
-            staged.unlink()
-    secret = path.read_bytes().strip()
+    # A folder that is a file, lies under one, or cannot be written: one line, no traceback.
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"AUTH_INSTANCE_PATH={path.parent} is not a folder")
+    try:
+        if not path.exists():
+            _generate_secret(path)
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"AUTH_INSTANCE_PATH={path.parent}: cannot keep the JWT secret {path.name} there: "
+            f"{exc.strerror or exc}"
+        ) from None
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes")
     return secret
+
+
+def _generate_secret(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_urlsafe(48).encode() + b"\n")
+    try:
+        # link() creates the name only if it is absent: of two processes starting
+        # together, both end up reading the one secret that won.
+        os.link(staged, path)
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink()
 
 
 def load_settings() -> Settings:

@@ -3,12 +3,18 @@
 On SQLite there are two engines on the one file: readers begin deferred transactions, the writer
 begins ``BEGIN IMMEDIATE`` (so a writer waits on the busy timeout instead of failing on a lock
 upgrade) through a single connection, which serialises this process's writes.
+
+The SQLite file holds password hashes and emails: it is created mode 0600 before the engines
+open it (SQLite gives its -wal and -shm files the database file's mode), and an existing one this
+user owns is narrowed to the owner. A file or folder that cannot be used is a ConfigError at
+start-up, one line, rather than a traceback at the first query.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .epoch import Epoch, FileEpoch, RedisEpoch, SubjectCache
 
 
@@ -35,7 +41,7 @@ class Database:
         self.url = settings.database_url
         self._sqlite_file: Path | None = None
         if settings.is_sqlite:
-            self._sqlite_file = _ensure_sqlite_directory(settings.database_url)
+            self._sqlite_file = _prepare_sqlite_file(settings.database_url)
             self.reader = _sqlite_engine(settings, begin="BEGIN", pool_size=settings.db_pool_size)
             self.writer = _sqlite_engine(settings, begin="BEGIN IMMEDIATE", pool_size=1)
         else:
@@ -52,7 +58,11 @@ class Database:
         if settings.redis_url:
             self.epoch = RedisEpoch(settings.redis_url, settings.redis_prefix)
         elif self._sqlite_file is not None:
-            self.epoch = FileEpoch(self._sqlite_file.with_name(self._sqlite_file.name + "-epoch"))
+            epoch_file = _beside(self._sqlite_file, "-epoch")
+            try:
+                self.epoch = FileEpoch(epoch_file)
+            except OSError as exc:
+                raise _unusable(f"cannot open {epoch_file}", exc) from None
         self.subjects = SubjectCache(self.epoch) if self.epoch is not None else None
 
     async def changed(self) -> None:
@@ -118,13 +128,54 @@ def _writable(path: Path) -> bool:
     return folder_ok and (not path.exists() or os.access(path, os.W_OK))
 
 
-def _ensure_sqlite_directory(url: str) -> Path | None:
+def _prepare_sqlite_file(url: str) -> Path | None:
+    """The database file, created 0600 if absent, its folder made if missing; None for a URI.
+
+    The folder must be writable too: SQLite creates the -wal and -shm files there.
+    """
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     path = Path(database).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"AUTH_DATABASE_URL: {folder} is not a folder") from None
+    except OSError as exc:
+        raise _unusable(f"cannot create the folder {folder}", exc) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"AUTH_DATABASE_URL: the folder {folder} is read-only "
+            "(SQLite writes the database's -wal and -shm files there)"
+        )
+    try:
+        # Opening for writing also proves that an existing file can be written.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for owned in (path, _beside(path, "-wal"), _beside(path, "-shm")):
+            _owner_only(owned)
+    except OSError as exc:
+        raise _unusable(f"cannot open {path} for writing", exc) from None
     return path
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _owner_only(path: Path) -> None:
+    """Take group and other permissions off ``path`` if it exists and this user owns it."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(status.st_mode)
+    if status.st_uid == os.geteuid() and mode & 0o077:
+        os.chmod(path, mode & ~0o077)
+
+
+def _unusable(what: str, error: OSError) -> ConfigError:
+    return ConfigError(f"AUTH_DATABASE_URL: {what}: {error.strerror or error}")
 
 
 def _sqlite_engine(settings: Settings, *, begin: str, pool_size: int) -> AsyncEngine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -16,8 +17,9 @@ from service.config import (
     load_settings,
     resolve_jwt_secret,
 )
+from service.db import Database
 from tests.servers import clean_env, run_python
-from tests.support import make_settings
+from tests.support import PASSWORD, make_settings, running_app
 
 # --- resolve_jwt_secret -------------------------------------------------------------------------
 
@@ -102,6 +104,26 @@ def test_development_refuses_a_short_secret_file(tmp_path: Path) -> None:
         resolve_jwt_secret(settings)
 
 
+@pytest.mark.parametrize(
+    ("instance", "reason"),
+    [("a-file", "is not a folder"), ("a-file/instance", "Not a directory")],
+    ids=["a-file", "under-a-file"],
+)
+def test_development_refuses_an_instance_path_that_is_no_folder_in_one_line(
+    tmp_path: Path, instance: str, reason: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    settings = make_settings(tmp_path, env="development", instance_path=tmp_path / instance)
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_jwt_secret(settings)
+
+    message = str(caught.value)
+    assert message.startswith(f"AUTH_INSTANCE_PATH={tmp_path / instance}")
+    assert message.endswith(reason)
+    assert "\n" not in message
+
+
 def test_testing_generates_a_secret_without_writing_a_file(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, env="testing")
 
@@ -181,6 +203,9 @@ def test_load_settings_reads_dotenv_and_environment_wins(
         ("AUTH_JWT_ALGORITHM", "none"),
         ("AUTH_JWT_LEEWAY", "3600"),
         ("AUTH_DATABASE_URL", "sqlite:///./instance/auth.db"),
+        ("AUTH_DATABASE_URL", "sqlite+aiosqlite://"),
+        ("AUTH_DATABASE_URL", "sqlite+aiosqlite:///:memory:"),
+        ("AUTH_DATABASE_URL", "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true"),
     ],
 )
 def test_load_settings_turns_a_bad_value_into_a_one_line_config_error(
@@ -213,6 +238,69 @@ def test_load_settings_names_every_bad_variable(
     assert "AUTH_ENV: " in message
     assert "AUTH_ACCESS_TOKEN_TTL: " in message
     assert "\n" not in message
+
+
+# --- the database file ---------------------------------------------------------------------------
+
+DATABASE_FILES = ("auth.db", "auth.db-wal", "auth.db-shm")
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {
+        name: stat.S_IMODE((folder / name).stat().st_mode)
+        for name in DATABASE_FILES
+        if (folder / name).exists()
+    }
+
+
+async def test_the_database_files_are_created_for_the_owner_only(tmp_path: Path) -> None:
+    async with running_app(make_settings(tmp_path)) as app:
+        signup = await app.test_client().post(
+            "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
+        )
+        while_serving = modes(tmp_path)
+
+    assert signup.status_code == 201
+    # Password hashes and emails, also in the write-ahead log until it is checkpointed.
+    assert while_serving == {name: 0o600 for name in DATABASE_FILES}
+
+
+async def test_an_existing_database_file_readable_by_others_is_narrowed(tmp_path: Path) -> None:
+    database = tmp_path / "auth.db"
+    sqlite3.connect(database).close()
+    database.chmod(0o644)
+
+    async with running_app(make_settings(tmp_path)) as app:
+        signup = await app.test_client().post(
+            "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
+        )
+        while_serving = modes(tmp_path)
+
+    assert signup.status_code == 201
+    assert while_serving == {name: 0o600 for name in DATABASE_FILES}
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("a-file/auth.db", "AUTH_DATABASE_URL: {tmp}/a-file is not a folder"),
+        ("a-file/data/auth.db", "AUTH_DATABASE_URL: cannot create the folder {tmp}/a-file/data"),
+        ("a-folder", "AUTH_DATABASE_URL: cannot open {tmp}/a-folder for writing"),
+    ],
+    ids=["under-a-file", "deeper-under-a-file", "a-folder"],
+)
+def test_a_database_path_that_cannot_be_a_file_is_a_one_line_config_error(
+    tmp_path: Path, location: str, message: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "a-folder").mkdir()
+    settings = make_settings(tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / location}")
+
+    with pytest.raises(ConfigError) as caught:
+        Database(settings)
+
+    assert str(caught.value).startswith(message.format(tmp=tmp_path))
+    assert "\n" not in str(caught.value)
 
 
 # --- start-up -----------------------------------------------------------------------------------
