@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,15 +62,24 @@ def run_service_command(
     return run_python("-m", "service", *args, cwd=ROOT, env=env, stdin=stdin)
 
 
-async def wait_until_up(base: str, attempts: int = 400) -> None:
+# Only a server that hangs in start-up meets this: a start that is merely slow (a busy machine,
+# a first migration) is waited for, and one that fails is seen at once by its exit.
+HANG_GUARD_SECONDS = 120.0
+
+
+async def wait_until_up(base: str, process: asyncio.subprocess.Process | None = None) -> None:
+    """Until the server at ``base`` answers /health; AssertionError if ``process`` exits first."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     async with httpx.AsyncClient(base_url=base) as client:
-        for _ in range(attempts):
+        while time.monotonic() < deadline:
+            if process is not None and process.returncode is not None:
+                raise AssertionError(f"the server at {base} exited with {process.returncode}")
             try:
                 if (await client.get("/health")).status_code == 200:
                     return
             except httpx.TransportError:
                 await asyncio.sleep(0.05)
-    raise AssertionError(f"the server at {base} did not start")
+    raise AssertionError(f"the server at {base} hung in start-up")
 
 
 @asynccontextmanager
@@ -92,7 +102,7 @@ async def hypercorn_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        await wait_until_up(base)
+        await wait_until_up(base, process)
         yield base
     finally:
         process.terminate()

@@ -24,7 +24,7 @@ from service.config import ConfigError, Settings
 from service.keys import generate_private_key_pem, jwks, key_from_pem, load_previous_keys
 from service.state import token_settings
 from service.tokens import SigningKey, TokenSettings
-from tests.servers import clean_env
+from tests.servers import clean_env, wait_until_up
 from tests.support import PASSWORD, Client, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -471,14 +471,7 @@ def free_port() -> int:
 
 
 async def wait_until_serving(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
-    for _ in range(400):
-        assert process.returncode is None, "the server exited during startup"
-        try:
-            if (await http.get("/health")).status_code == 200:
-                return
-        except httpx.TransportError:
-            await asyncio.sleep(0.05)
-    pytest.fail("the server did not start")
+    await wait_until_up(str(http.base_url).rstrip("/"), process)
 
 
 async def verify_with_jwks_only(jwks_url: str, token: str) -> dict[str, Any]:

@@ -109,7 +109,7 @@ async def test_the_access_log_writes_one_line_with_visible_escapes(tmp_path: Pat
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        await wait_until_up(f"http://127.0.0.1:{port}")
+        await wait_until_up(f"http://127.0.0.1:{port}", server)
         # A raw socket: no client library normalises or refuses the target.
         target = "/x%0a" + FORGED.replace(" ", "%20") + "%1b%00"
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import HYPERCORN, clean_env, free_port
+from tests.servers import HYPERCORN, clean_env, free_port, wait_until_up
 
 
 async def test_production_without_a_secret_exits_non_zero_with_one_line(tmp_path: Path) -> None:
@@ -45,13 +45,8 @@ async def test_first_run_on_sqlite_migrates_and_serves(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
+        await wait_until_up(f"http://127.0.0.1:{port}", process)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
             signup = await client.post(
                 "/signup",
                 json={"username": "alice", "email": "a@x.io", "password": "long enough pw"},
