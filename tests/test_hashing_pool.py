@@ -15,7 +15,33 @@ import pytest
 
 from service.passwords import PasswordHasher
 from service.state import get_state
-from tests.support import PASSWORD, SettingsFactory, make_settings, running_app
+from tests.support import PASSWORD, Client, SettingsFactory, make_settings, running_app
+
+
+def hold_hashing(hasher: PasswordHasher) -> threading.Event:
+    """Every hash waits until the returned event is set, so jobs stay in the pool."""
+    release = threading.Event()
+    original = hasher._hash
+
+    def held_hash(password: str) -> str:
+        release.wait(timeout=30)
+        return original(password)
+
+    hasher._hash = held_hash  # type: ignore[method-assign]
+    return release
+
+
+def start_signup(client: Client, index: int) -> asyncio.Task[Any]:
+    body = {"username": f"user{index}", "email": f"u{index}@x.io", "password": PASSWORD}
+    return asyncio.create_task(client.post("/signup", json=body))
+
+
+async def until_pending(hasher: PasswordHasher, jobs: int) -> None:
+    """Until ``jobs`` hashing jobs hold their places in the pool."""
+    for _ in range(1000):
+        if hasher.pending >= jobs:
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_a_hashing_queue_at_its_count_cap_answers_503_and_recovers(
@@ -23,29 +49,15 @@ async def test_a_hashing_queue_at_its_count_cap_answers_503_and_recovers(
 ) -> None:
     async with running_app(settings_factory(hash_workers=1, hash_queue=2)) as app:
         hasher = get_state(app).hasher
-        release = threading.Event()
-        original = hasher._hash
-
-        def slow_hash(password: str) -> str:
-            release.wait(timeout=30)
-            return original(password)
-
-        hasher._hash = slow_hash  # type: ignore[method-assign]
+        release = hold_hashing(hasher)
         client = app.test_client()
 
-        def signup(index: int) -> Any:
-            body = {"username": f"user{index}", "email": f"u{index}@x.io", "password": PASSWORD}
-            return asyncio.create_task(client.post("/signup", json=body))
-
-        waiting = [signup(i) for i in range(2)]
-        for _ in range(1000):  # until both jobs hold their places in the pool
-            if hasher.pending >= 2:
-                break
-            await asyncio.sleep(0.01)
-        refused = await signup(9)
+        waiting = [start_signup(client, i) for i in range(2)]
+        await until_pending(hasher, 2)
+        refused = await start_signup(client, 9)
         release.set()
         accepted = await asyncio.gather(*waiting)
-        later = await signup(10)
+        later = await start_signup(client, 10)
 
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "1"
@@ -80,27 +92,13 @@ async def test_the_pool_sheds_only_when_the_expected_wait_exceeds_the_bound(
     async with running_app(settings_factory(hash_workers=1, hash_max_wait=1.0)) as app:
         hasher = get_state(app).hasher
         hasher.average_seconds = 0.4  # as measured: each job ahead adds 0.4 s of waiting
-        release = threading.Event()
-        original = hasher._hash
-
-        def held_hash(password: str) -> str:
-            release.wait(timeout=30)
-            return original(password)
-
-        hasher._hash = held_hash  # type: ignore[method-assign]
+        release = hold_hashing(hasher)
         client = app.test_client()
 
-        def signup(index: int) -> Any:
-            body = {"username": f"user{index}", "email": f"u{index}@x.io", "password": PASSWORD}
-            return asyncio.create_task(client.post("/signup", json=body))
-
         # Waits of 0, 0.4 and 0.8 s are within the bound; the fourth job would wait 1.2 s.
-        waiting = [signup(i) for i in range(3)]
-        for _ in range(1000):
-            if hasher.pending >= 3:
-                break
-            await asyncio.sleep(0.01)
-        refused = await signup(9)
+        waiting = [start_signup(client, i) for i in range(3)]
+        await until_pending(hasher, 3)
+        refused = await start_signup(client, 9)
         release.set()
         accepted = await asyncio.gather(*waiting)
 
