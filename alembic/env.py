@@ -12,9 +12,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from service.config import Settings
-from service.db import Database
-from service.models import Base
+from service.core.config import Settings
+from service.store.db import Database
+from service.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

@@ -583,7 +583,7 @@ def build_servers(tmp: Path, src: Path, secret: str) -> list[Server]:
 
 def cache_ttl(src: Path) -> float | None:
     """The benchmarked code's per-process token cache lifetime, if it has one we can read."""
-    code = ("import inspect\nfrom service.epoch import SubjectCache\n"
+    code = ("import inspect\nfrom service.store.epoch import SubjectCache\n"
             "print(inspect.signature(SubjectCache).parameters['ttl'].default)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
     env["PYTHONPATH"] = str(src)
@@ -599,8 +599,8 @@ def hash_cost(src: Path) -> dict[str, float]:
     """CPU and wall seconds per argon2 hash and verify with the service's default parameters."""
     code = r"""
 import json, time
-from service.config import Settings
-from service.passwords import PasswordHasher
+from service.core.config import Settings
+from service.core.passwords import PasswordHasher
 settings = Settings(_env_file=None)
 hasher = PasswordHasher(settings)
 stored = hasher._hash("bench-password-123")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from .app import create_app
-from .config import ConfigError
-from .runtime import tune_garbage_collector
-from .state import get_state
+from service.core.config import ConfigError
+from service.ops.runtime import tune_garbage_collector
+from service.web.app import create_app
+from service.web.state import get_state
 
 try:
     app = create_app()
@@ -19,6 +19,6 @@ except ConfigError as exc:
 
 @app.before_serving
 async def _tune_garbage_collector() -> None:
-    # After the app's own start-up (migrations, the first hash): see service/runtime.py.
+    # After the app's own start-up (migrations, the first hash): see service/ops/runtime.py.
     if get_state(app).settings.gc_tuning:
         tune_garbage_collector()

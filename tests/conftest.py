@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from service import migrations
-from service.app import create_app
-from service.config import Settings
-from service.db import Database
+from service.core.config import Settings
+from service.store import migrations
+from service.store.db import Database
+from service.web.app import create_app
 from tests import backends
 from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
 

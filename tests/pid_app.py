@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from service.app import create_app
+from service.web.app import create_app
 from tests.servers import announce
 
 

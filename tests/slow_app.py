@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from service.app import create_app
-from service.hooks import AuthHooks
-from service.models import User
+from service.accounts.hooks import AuthHooks
+from service.store.models import User
+from service.web.app import create_app
 
 
 async def slow_claims(user: User) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from typing import Any
 from quart import Quart
 from quart.typing import TestClientProtocol
 
-from service.app import create_app
-from service.config import Settings
-from service.hooks import AuthHooks
+from service.accounts.hooks import AuthHooks
+from service.core.config import Settings
+from service.web.app import create_app
 
 # Aliased so pytest does not try to collect a class whose name starts with "Test".
 Client = TestClientProtocol

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from quart import Response, request
 from quart_schema import validate_request
 
-from service.app import create_app
-from service.blueprints.docs import DOCS_CSP
+from service.web.app import create_app
+from service.web.routes.docs import DOCS_CSP
 from tests.support import PASSWORD, Client, make_settings
 
 PROBLEM = "application/problem+json"

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from service.app import create_app
+from service.web.app import create_app
 from tests.support import Client, make_settings
 
 

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from quart import Quart
 
-from service.state import get_state
+from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
 
 PAIR_FIELDS = {"access_token", "refresh_token", "token_type", "expires_in", "refresh_expires_in"}
@@ -54,7 +54,7 @@ async def test_login_by_username_or_email_in_any_case(
 async def test_wrong_password_unknown_user_and_disabled_account_look_the_same(
     app: Quart, client: Client, user: SignedUp
 ) -> None:
-    from service import auth
+    from service.accounts import auth
 
     wrong = await client.post("/login", json={"username": "alice", "password": "not it at all"})
     unknown = await client.post("/login", json={"username": "nobody", "password": PASSWORD})
@@ -227,7 +227,7 @@ async def test_token_refresh_grant_with_garbage_is_invalid_grant(client: Client)
 async def test_token_refresh_grant_of_a_disabled_account_is_invalid_grant(
     app: Quart, client: Client, tokens: dict[str, Any]
 ) -> None:
-    from service import auth
+    from service.accounts import auth
 
     await auth.set_active(get_state(app).database, "alice", active=False)
 

@@ -12,9 +12,9 @@ import jwt
 import pytest
 from quart import Quart
 
-from service import auth
-from service.state import get_state
-from service.tokens import encode_token
+from service.accounts import auth
+from service.core.tokens import encode_token
+from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
 
 CHALLENGE = 'Bearer realm="auth-service"'

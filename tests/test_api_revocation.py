@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from service import auth
-from service.state import get_state
+from service.accounts import auth
+from service.web.state import get_state
 from tests.support import (
     PASSWORD,
     Client,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
-from service.cli import main
+from service.ops.cli import main
+from service.web.app import create_app
 from tests.servers import run_service_command
 from tests.support import PASSWORD, make_settings
 

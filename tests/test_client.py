@@ -15,7 +15,6 @@ import httpx
 import pytest
 from quart import Quart
 
-from service.app import create_app
 from service.client import (
     AuthClient,
     LoginFailed,
@@ -23,8 +22,9 @@ from service.client import (
     RefreshUnavailable,
     SessionEnded,
 )
-from service.state import get_state
-from service.tokens import decode_token, encode_token
+from service.core.tokens import decode_token, encode_token
+from service.web.app import create_app
+from service.web.state import get_state
 from tests.support import PASSWORD, make_settings
 
 # --- a fake server: tokens are counters, the refresh takes a while so waiters pile up ----------

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from service.config import (
+from service.core.config import (
     MIN_SECRET_BYTES,
     SECRET_FILE_NAME,
     ConfigError,
     load_settings,
     resolve_jwt_secret,
 )
-from service.db import Database
+from service.store.db import Database
 from tests.servers import clean_env, run_python
 from tests.support import PASSWORD, make_settings, running_app
 

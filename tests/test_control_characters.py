@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 import pytest
 from quart import Quart
 
-from service import auth
-from service.state import get_state
+from service.accounts import auth
+from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
 
 CONTROLS = ["\u0000", "\n", "\u001b", "\u007f", "\u0085", "\ud800"]

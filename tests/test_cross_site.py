@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.origin import OriginPolicy
+from service.web.origin import OriginPolicy
 from tests.support import PASSWORD, Client, SettingsFactory, running_app
 
 LISTED = "https://app.example.com"

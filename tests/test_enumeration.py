@@ -11,9 +11,9 @@ from typing import Any
 
 from quart import Quart
 
-from service import auth
-from service.passwords import PasswordHasher, Verification
-from service.state import get_state
+from service.accounts import auth
+from service.core.passwords import PasswordHasher, Verification
+from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
 
 

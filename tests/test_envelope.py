@@ -10,7 +10,7 @@ from typing import Any, cast
 import httpx
 from quart import Quart
 
-from service.app import HSTS
+from service.web.app import HSTS
 from tests.servers import clean_env, hypercorn_server
 from tests.support import bearer, make_settings, running_app, signup_and_login
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from quart import Quart
 
-from service import auth
-from service.app import AuthExtension
-from service.guards import current_user, token_required
-from service.state import get_state
+from service.accounts import auth
+from service.web.app import AuthExtension
+from service.web.guards import current_user, token_required
+from service.web.state import get_state
 from tests.support import PASSWORD, make_settings
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.state import get_state
+from service.web.state import get_state
 from tests.support import PASSWORD, bearer, make_settings, running_app, signup_and_login
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from service.passwords import PasswordHasher
-from service.state import get_state
+from service.core.passwords import PasswordHasher
+from service.web.state import get_state
 from tests.support import PASSWORD, Client, SettingsFactory, make_settings, running_app
 
 

@@ -12,14 +12,14 @@ import pytest
 from quart import Quart
 from sqlalchemy import func, select
 
-from service import auth
-from service.app import AuthExtension
-from service.errors import InsufficientRole
-from service.guards import current_user, fresh_required, roles_required, token_required
-from service.hooks import AuthHooks
-from service.models import RevokedToken, User
-from service.state import get_state
-from service.tokens import Claims, encode_token
+from service.accounts import auth
+from service.accounts.hooks import AuthHooks
+from service.core.errors import InsufficientRole
+from service.core.tokens import Claims, encode_token
+from service.store.models import RevokedToken, User
+from service.web.app import AuthExtension
+from service.web.guards import current_user, fresh_required, roles_required, token_required
+from service.web.state import get_state
 from tests.support import (
     PASSWORD,
     Client,

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from quart import Quart
 
-from service.state import get_state
+from service.web.state import get_state
 from tests.support import SettingsFactory, bearer, make_settings, running_app, signup_and_login
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

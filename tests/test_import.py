@@ -13,17 +13,17 @@ import bcrypt
 import pytest
 from werkzeug.security import generate_password_hash
 
-from service import cli
-from service.config import Settings
-from service.importer import (
+from service.core.config import Settings
+from service.core.passwords import PasswordHasher
+from service.ops import cli
+from service.ops.importer import (
     ImportReport,
     classify_password,
     derive_username,
     import_users,
     with_suffix,
 )
-from service.passwords import PasswordHasher
-from service.state import get_state
+from service.web.state import get_state
 from tests.servers import run_service_command
 from tests.support import PASSWORD, Client, make_settings, running_app
 

@@ -11,12 +11,12 @@ import bcrypt
 import pytest
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from service import passwords
-from service.app import create_app
-from service.auth import unit_of_work
-from service.config import Settings
-from service.passwords import PasswordHasher, Verification, legacy_scheme
-from service.state import get_state
+from service.accounts.auth import unit_of_work
+from service.core import passwords
+from service.core.config import Settings
+from service.core.passwords import PasswordHasher, Verification, legacy_scheme
+from service.web.app import create_app
+from service.web.state import get_state
 from tests.support import make_settings
 
 LEGACY_PASSWORD = "legacy password from flask"

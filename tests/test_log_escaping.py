@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service import audit
-from service.logs import escape_controls, escape_log_records
+from service.core import audit
+from service.core.logs import escape_controls, escape_log_records
 from tests.servers import HYPERCORN, clean_env, free_port, wait_until_up
 
 FORGED = "[2026-01-01 00:00:00 +0000] [1] [INFO] 127.0.0.1:1 - POST /admin/users 200"

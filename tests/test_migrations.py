@@ -13,9 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-from service import migrations
-from service.db import Database
-from service.models import Base
+from service.store import migrations
+from service.store.db import Database
+from service.store.models import Base
 from tests.support import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import argon2
 import bcrypt
 import pytest
 
-from service.config import Settings
-from service.passwords import PasswordHasher, Verification, normalize_password
+from service.core.config import Settings
+from service.core.passwords import PasswordHasher, Verification, normalize_password
 from tests.support import PASSWORD, make_settings
 
 BCRYPT_PASSWORD = "legacy password from the old system"

@@ -15,10 +15,10 @@ import jwt
 import pytest
 from quart import Quart
 
-from service import auth
-from service.hooks import AuthHooks
-from service.models import User
-from service.pytest_plugin import (
+from service.accounts import auth
+from service.accounts.hooks import AuthHooks
+from service.store.models import User
+from service.testing.plugin import (
     DEFAULT_PASSWORD,
     AuthUser,
     TokenMinter,
@@ -26,7 +26,7 @@ from service.pytest_plugin import (
     client_with_token,
     isolated_settings,
 )
-from service.state import get_state
+from service.web.state import get_state
 from tests.support import Client, bearer, running_app
 
 # --- opt-in: real pytest sessions in temporary projects ---------------------------------------
@@ -39,7 +39,7 @@ def test_the_plugin_is_loaded_but_idle(pytestconfig):
     assert pytestconfig.pluginmanager.has_plugin("auth_service")
     assert not pytestconfig.pluginmanager.has_plugin("auth_service_fixtures")
     assert "quart" not in sys.modules
-    assert "service.app" not in sys.modules
+    assert "service.web.app" not in sys.modules
 """
 
 ENABLED_PROBE = """
@@ -65,7 +65,7 @@ async def test_the_fixtures_drive_the_service(auth_client, authed_client, auth_u
 """
 
 ENABLING_CONFTEST = """
-from service.pytest_plugin import enable
+from service.testing.plugin import enable
 
 
 def pytest_configure(config):

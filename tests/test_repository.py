@@ -12,14 +12,15 @@ import bcrypt
 import pytest
 from sqlalchemy import select
 
-from service import auth, migrations
-from service.config import Settings
-from service.db import Database
-from service.errors import AccountDisabled, InvalidCredentials, TokenInvalid, UserExists
-from service.models import User
-from service.passwords import PasswordHasher
-from service.repository import DuplicateUser, UserRepository
-from service.tokens import Claims
+from service.accounts import auth
+from service.core.config import Settings
+from service.core.errors import AccountDisabled, InvalidCredentials, TokenInvalid, UserExists
+from service.core.passwords import PasswordHasher
+from service.core.tokens import Claims
+from service.store import migrations
+from service.store.db import Database
+from service.store.models import User
+from service.store.repository import DuplicateUser, UserRepository
 from tests.support import PASSWORD, make_settings
 
 BUSY_TIMEOUT_MS = 4321

@@ -6,7 +6,7 @@ import re
 
 from quart import Quart
 
-from service.guards import is_guarded
+from service.web.guards import is_guarded
 
 PUBLIC_ENDPOINTS = {
     "auth.signup",

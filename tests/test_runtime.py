@@ -1,4 +1,4 @@
-"""The served app tunes the garbage collector once it has started (service/runtime.py)."""
+"""The served app tunes the garbage collector once it has started (service/ops/runtime.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.runtime import FIRST_GENERATION_THRESHOLD, tune_garbage_collector
+from service.ops.runtime import FIRST_GENERATION_THRESHOLD, tune_garbage_collector
 from tests.servers import clean_env, run_python
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.config import Settings
+from service.core.config import Settings
 from tests.servers import clean_env, free_port, hypercorn_server
 from tests.support import PASSWORD, SettingsFactory, make_settings, running_app
 

@@ -10,8 +10,8 @@ from typing import Any
 from quart import Quart
 from sqlalchemy import event
 
-from service import auth
-from service.state import get_state
+from service.accounts import auth
+from service.web.state import get_state
 from tests.support import Client, SettingsFactory, bearer, running_app, signup_and_login
 
 

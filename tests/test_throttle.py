@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from quart import Quart
 
-from service.errors import TooManyAttempts
-from service.throttle import PASSWORD_SCOPE, Throttle, ThrottleLimits
+from service.accounts.throttle import PASSWORD_SCOPE, Throttle, ThrottleLimits
+from service.core.errors import TooManyAttempts
 from tests.support import PASSWORD, Client, SettingsFactory, running_app
 
 

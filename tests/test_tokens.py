@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from service.errors import TokenExpired, TokenInvalid, WrongTokenType
-from service.tokens import (
+from service.core.errors import TokenExpired, TokenInvalid, WrongTokenType
+from service.core.tokens import (
     MAX_TOKEN_LENGTH,
     SigningKey,
     TokenSettings,

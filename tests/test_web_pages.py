@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.blueprints import web
+from service.web.routes import pages
 from tests.support import PASSWORD, Client, make_settings, running_app
 
 PAGE_CSP = (
@@ -467,7 +467,7 @@ async def test_the_stylesheet_is_served_locally(browser: Client) -> None:
     page = await page_of(await browser.get("/login"))
     href = page.by_id["stylesheet"]["href"]
     assert href is not None
-    assert href == f"/static/web.css?v={web.STYLESHEET_VERSION}"
+    assert href == f"/static/web.css?v={pages.STYLESHEET_VERSION}"
 
     response = await browser.get(href)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import guards
+from service.web import guards
 from service.asgi import app
 
 _original = guards.verify_access

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Quart
 
-from service.app import AuthExtension
-from service.config import Settings
-from service.guards import (
+from service.core.config import Settings
+from service.web.app import AuthExtension
+from service.web.guards import (
     current_claims,
     current_user,
     fresh_required,

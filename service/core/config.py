@@ -1,0 +1,191 @@
+"""Settings, read once from ``AUTH_*`` environment variables and ``.env``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "production", "testing"]
+Algorithm = Literal["HS256", "HS512", "RS256", "ES256", "EdDSA"]
+
+MIN_SECRET_BYTES = 32
+SECRET_FILE_NAME = "jwt_secret"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    env: Environment = "development"
+    database_url: str = "sqlite+aiosqlite:///./instance/auth.db"
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Algorithm = "HS256"
+    jwt_private_key_file: Path | None = None
+    jwt_issuer: str = "auth-service"
+    jwt_audience: str = "auth-service"
+    access_token_ttl: int = Field(default=900, gt=0)
+    refresh_token_ttl: int = Field(default=1_209_600, gt=0)
+    redis_url: str | None = None
+    redis_prefix: str = Field(default="auth-service", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    # Key rotation: keys that still verify (and are published in the JWKS) but no longer sign.
+    # Comma-separated: PEM file paths for asymmetric algorithms, secrets for HMAC.
+    jwt_previous_key_files: str = ""
+    jwt_previous_secrets: SecretStr | None = None
+
+    # Token lifecycle.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
+    refresh_family_ttl: int = Field(default=30 * 24 * 3600, gt=0)
+    cookie_secure: bool | None = None
+    allowed_origins: str = ""
+
+    # Failed-login throttling (`limits` notation, windows separated by ";").
+    throttle_enabled: bool = True
+    throttle_account_limits: str = "5/minute;10/10 minutes;20/hour"
+    throttle_ip_limits: str = "30/minute;300/hour"
+    throttle_refresh_limits: str = "60/minute"
+
+    # Not in the contract's table: the team's own knobs, documented in the README.
+    instance_path: Path = Path("instance")
+    auto_migrate: bool = True
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    jwt_leeway: int = Field(default=30, ge=0, le=30)
+    hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    hash_queue: int = Field(default=0, ge=0)  # 0: no cap on the count (admission is by time)
+    # Seconds a hash may expect to wait for a thread before it is shed (503): a common client
+    # and proxy timeout is 30-60 s, and a login answered after its client gave up is wasted.
+    hash_max_wait: float = Field(default=30.0, gt=0)
+    hash_nice: int = Field(default=10, ge=0, le=19)  # hashing threads' niceness above the process
+    argon2_memory_cost: int = Field(default=65_536, ge=8)
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_parallelism: int = Field(default=4, ge=1)
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    db_pool_size: int = Field(default=10, gt=0)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    ready_timeout: float = Field(default=2.0, gt=0)
+    shutdown_drain_seconds: float = Field(default=30.0, ge=0)
+    gc_tuning: bool = True  # the served app freezes its start-up heap (service/ops/runtime.py)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:// or postgresql+asyncpg://")
+        if is_in_memory_sqlite(value):
+            raise ValueError(
+                "an in-memory SQLite database is not supported; "
+                "use a file, e.g. sqlite+aiosqlite:///./instance/auth.db"
+            )
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.cookie_secure if self.cookie_secure is not None else self.env != "development"
+
+
+def is_in_memory_sqlite(url: str) -> bool:
+    """``sqlite+aiosqlite://``, ``…:///:memory:`` or a ``file:`` URI in memory.
+
+    Refused rather than supported: each connection to ``:memory:`` is a database of its own, so
+    the reader and writer engines (and every pooled connection) would each see another one; one
+    shared connection (StaticPool) instead would run every request's transaction on the one
+    connection, interleaved, where one request's rollback undoes another's writes. Each worker
+    of ``service.ops.serve`` would also hold its own users, gone at exit, and the revocation epoch
+    that lets workers cache token subjects lives in a file beside the database. Tests use a
+    temporary file, which costs little more.
+    """
+    if not url.startswith("sqlite"):
+        return False
+    path, _, query = url.partition("://")[2].partition("?")
+    database = path.removeprefix("/")
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or "memory" in parse_qs(query).get("mode", [])
+    )
+
+
+def resolve_jwt_secret(settings: Settings) -> bytes:
+    """The HMAC key: configured, or (outside production) generated once into the instance folder.
+
+    Production never generates one: a missing or short secret is a ConfigError.
+    """
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value().encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"AUTH_JWT_SECRET is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are required"
+            )
+        return secret
+    if settings.env == "production":
+        raise ConfigError(
+            f"AUTH_ENV=production needs AUTH_JWT_SECRET of at least {MIN_SECRET_BYTES} bytes"
+        )
+    if settings.env == "testing":
+        return secrets.token_urlsafe(48).encode()
+    return _instance_secret(settings.instance_path / SECRET_FILE_NAME)
+
+
+def _instance_secret(path: Path) -> bytes:
+    # A folder that is a file, lies under one, or cannot be written: one line, no traceback.
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"AUTH_INSTANCE_PATH={path.parent} is not a folder")
+    try:
+        if not path.exists():
+            _generate_secret(path)
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"AUTH_INSTANCE_PATH={path.parent}: cannot keep the JWT secret {path.name} there: "
+            f"{exc.strerror or exc}"
+        ) from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def _generate_secret(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_urlsafe(48).encode() + b"\n")
+    try:
+        # link() creates the name only if it is absent: of two processes starting
+        # together, both end up reading the one secret that won.
+        os.link(staged, path)
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink()
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value is a one-line ConfigError."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"AUTH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(problems) from None

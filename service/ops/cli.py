@@ -1,0 +1,247 @@
+"""``python -m service``: migrations and user administration, with the server's AUTH_* env."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import itertools
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.accounts import auth
+from service.core.config import ConfigError, load_settings
+from service.core.errors import APIError
+from service.core.keys import GENERATED_ALGORITHMS, generate_private_key_pem, key_from_pem
+from service.ops import importer
+from service.store import migrations
+from service.web.http import validation_errors
+from service.web.schemas import SignupRequest, UserOut
+from service.web.state import AuthState
+
+Command = Callable[[AuthState, argparse.Namespace], Awaitable[str]]
+# Commands that need neither the settings nor the database (they run even when both are broken).
+LocalCommand = Callable[[argparse.Namespace], str]
+# What a command asks the operator, before the settings are read and the database is opened.
+Prepare = Callable[[argparse.Namespace], None]
+
+
+async def _db_upgrade(state: AuthState, args: argparse.Namespace) -> str:
+    await migrations.upgrade(state.database, args.revision)
+    return f"database at {args.revision}"
+
+
+def _read_password(args: argparse.Namespace) -> None:
+    """Put the new user's password in ``args.password``.
+
+    A ``prepare`` step: it runs before the event loop starts, where Ctrl-C at the prompt would
+    only take effect after Enter.
+    """
+    if args.password_stdin:
+        args.password = sys.stdin.readline().rstrip("\r\n")
+        return
+    # Without a terminal getpass would warn, echo the password, or fail on an empty input.
+    if not sys.stdin.isatty():
+        raise ConfigError("no terminal to read the password from; use --password-stdin")
+    try:
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise ConfigError("the passwords differ")
+    except EOFError:  # Ctrl-D at the prompt
+        raise ConfigError("no password given") from None
+    args.password = first
+
+
+async def _users_create(state: AuthState, args: argparse.Namespace) -> str:
+    try:
+        data = SignupRequest.model_validate(
+            {
+                "username": args.username,
+                "email": args.email,
+                "password": args.password,
+                "name": args.name,
+            }
+        )
+    except ValidationError as exc:
+        issues = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in validation_errors(exc))
+        raise ConfigError(issues) from None
+    user = await auth.register(
+        state.database,
+        state.hasher,
+        username=data.username,
+        email=data.email,
+        password=data.password,
+        name=data.name,
+        roles=args.role,
+    )
+    return UserOut.model_validate(user).model_dump_json()
+
+
+async def _users_set_roles(state: AuthState, args: argparse.Namespace) -> str:
+    user = await auth.set_roles(state.database, args.username, args.roles)
+    return UserOut.model_validate(user).model_dump_json()
+
+
+async def _users_disable(state: AuthState, args: argparse.Namespace) -> str:
+    user = await auth.set_active(state.database, args.username, active=False)
+    return UserOut.model_validate(user).model_dump_json()
+
+
+async def _users_enable(state: AuthState, args: argparse.Namespace) -> str:
+    user = await auth.set_active(state.database, args.username, active=True)
+    return UserOut.model_validate(user).model_dump_json()
+
+
+async def _users_import(state: AuthState, args: argparse.Namespace) -> str:
+    report = await importer.import_users(
+        state.database, state.hasher, args.url, dry_run=args.dry_run, table=args.table
+    )
+    return report.render()
+
+
+def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
+    """Write ``content`` readable by the owner only; an existing file is kept unless ``force``.
+
+    The key is written to a staged file first, so ``path`` never holds half a key and is never
+    readable by others, not even for a moment.
+    """
+    _make_private_directories(path.parent)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(staged, path)
+        else:
+            # link() creates the name only if it is absent: no check-then-write race.
+            os.link(staged, path)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+
+
+def _make_private_directories(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each readable by the owner only (0700)."""
+    try:
+        ancestors = (directory, *directory.parents)
+        missing = list(itertools.takewhile(lambda folder: not folder.is_dir(), ancestors))
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, 0o700)
+            except FileExistsError:
+                if folder.is_dir():  # made meanwhile by another process
+                    continue
+                raise ConfigError(f"{folder} exists and is not a folder") from None
+            os.chmod(folder, 0o700)  # whatever the umask
+    except OSError as exc:
+        failed = exc.filename or directory
+        raise ConfigError(f"cannot create {failed}: {exc.strerror or exc}") from None
+
+
+def _keys_generate(args: argparse.Namespace) -> str:
+    pem = generate_private_key_pem(args.algorithm)
+    write_private_file(args.out, pem, force=args.force)
+    return key_from_pem(args.algorithm, pem).kid
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    db = groups.add_parser("db", help="database schema").add_subparsers(
+        dest="action", required=True
+    )
+    upgrade = db.add_parser("upgrade", help="apply the alembic migrations")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(run=_db_upgrade)
+
+    users = groups.add_parser("users", help="user administration")
+    actions = users.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a user")
+    create.add_argument("username")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name")
+    create.add_argument("--role", action="append", default=[], help="repeat for several roles")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.set_defaults(run=_users_create, prepare=_read_password)
+    roles = actions.add_parser("set-roles", help="replace a user's roles (none clears them)")
+    roles.add_argument("username")
+    roles.add_argument("roles", nargs="*")
+    roles.set_defaults(run=_users_set_roles)
+    disable = actions.add_parser("disable", help="disable a user: tokens and logins are refused")
+    disable.add_argument("username")
+    disable.set_defaults(run=_users_disable)
+    enable = actions.add_parser("enable", help="enable a disabled user")
+    enable.add_argument("username")
+    enable.set_defaults(run=_users_enable)
+    user_import = actions.add_parser(
+        "import",
+        help="import users from a Flask app's database (user or users table)",
+        description="Import users from a Flask app's database: a 'user' or 'users' table with "
+        "username and/or email, optional name, and password (werkzeug or flask-bcrypt hash, or "
+        "plaintext, which is hashed). Existing usernames and emails are reported, never "
+        "overwritten; running it again imports nothing twice. Legacy hashes are upgraded to "
+        "argon2id at each user's first login.",
+    )
+    user_import.add_argument(
+        "url", metavar="SQLALCHEMY_URL", help="e.g. sqlite:///instance/db.sqlite"
+    )
+    user_import.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    user_import.add_argument("--table", help="the source table (default: 'user' or 'users')")
+    user_import.set_defaults(run=_users_import)
+
+    keys = groups.add_parser("keys", help="signing keys (needs no database)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    generate = key_actions.add_parser(
+        "generate",
+        help="write a new private key (PKCS8 PEM, mode 0600) and print its kid",
+        description="Write a new private key for AUTH_JWT_PRIVATE_KEY_FILE and print its kid "
+        "(RFC 7638 thumbprint). To rotate, name the old file in AUTH_JWT_PREVIOUS_KEY_FILES.",
+    )
+    generate.add_argument("--algorithm", required=True, choices=GENERATED_ALGORITHMS)
+    generate.add_argument("--out", required=True, type=Path, metavar="FILE")
+    generate.add_argument("--force", action="store_true", help="overwrite an existing FILE")
+    generate.set_defaults(local=_keys_generate)
+    return parser
+
+
+async def _run(command: Command, args: argparse.Namespace) -> str:
+    state = AuthState.build(load_settings())
+    try:
+        if args.group != "db" and state.settings.is_sqlite and state.settings.auto_migrate:
+            await migrations.upgrade(state.database)
+        return await command(state, args)
+    finally:
+        await state.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    local: LocalCommand | None = getattr(args, "local", None)
+    prepare: Prepare | None = getattr(args, "prepare", None)
+    try:
+        if prepare is not None:
+            prepare(args)
+        print(local(args) if local is not None else asyncio.run(_run(args.run, args)))
+    except (ConfigError, APIError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

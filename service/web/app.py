@@ -1,0 +1,239 @@
+"""The app factory and the extension other Quart apps install to use the guards."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, request
+from quart.wrappers import Request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException
+
+from service.accounts.hooks import AuthHooks
+from service.core.audit import configure_audit_logging, current_request_id
+from service.core.config import Settings, load_settings
+from service.core.errors import (
+    APIError,
+    ServiceUnavailable,
+    ValidationFailed,
+    error_for_status,
+    render_problem,
+)
+from service.core.logs import escape_log_records
+from service.store import migrations
+from service.store.db import DATABASE_UNAVAILABLE
+from service.store.epoch import RedisUnavailable
+from service.web.envelope import RequestEnvelope
+from service.web.http import validation_errors
+from service.web.inflight import InFlight
+from service.web.openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
+from service.web.routes import cookie_session as browser_routes
+from service.web.routes import docs as docs_routes
+from service.web.routes import health as health_routes
+from service.web.routes import jwks as key_routes
+from service.web.routes import pages as web_routes
+from service.web.routes import tokens as auth_routes
+from service.web.routes import users as user_routes
+from service.web.state import EXTENSION_KEY, AuthState, get_state
+
+logger = logging.getLogger("service")
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The API's security headers, on every response that does not set its own (pages do).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", API_CSP),
+)
+# Sent over HTTPS, or always when cookies are Secure: see service/web/envelope.py.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+class StrictRequest(Request):
+    """Quart's request, but a body that is not UTF-8 or not JSON is a 422, never a 500."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except UnicodeDecodeError as error:
+            if silent:
+                return None
+            return self.on_json_loading_failed(error)
+
+    def on_json_loading_failed(self, error: Exception | None) -> Any:
+        raise ValidationFailed(
+            [{"loc": ["body"], "msg": "The body is not valid UTF-8 JSON."}],
+            detail="The body is not valid UTF-8 JSON.",
+        )
+
+
+def problem_response(error: APIError) -> Response:
+    body, status, headers = render_problem(error)
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
+async def _api_error(error: APIError) -> Response:
+    return problem_response(error)
+
+
+async def _http_error(error: HTTPException) -> Response:
+    headers = {
+        name: value
+        for name, value in error.get_headers()
+        if name.lower() in ("allow", "retry-after")
+    }
+    return problem_response(error_for_status(error.code or 500, error.name, headers=headers))
+
+
+async def _schema_error(error: RequestSchemaValidationError) -> Response:
+    cause = error.validation_error
+    source = (
+        "query"
+        if isinstance(error, QuerystringValidationError)
+        else "header"
+        if isinstance(error, RequestHeadersValidationError)
+        else "body"
+    )
+    errors = (
+        validation_errors(cause, source)
+        if isinstance(cause, ValidationError)
+        else [{"loc": [source], "msg": str(cause)}]
+    )
+    return problem_response(ValidationFailed(errors))
+
+
+async def _database_unavailable(error: Exception) -> Response:
+    # The pools are emptied so the next request opens fresh connections: when the database
+    # comes back (or its file is writable again) the service recovers by itself.
+    logger.warning(
+        "database unavailable on %s %s (request %s): %s",
+        request.method,
+        request.path,
+        current_request_id(),
+        error.__class__.__name__,
+    )
+    await get_state().database.reset()
+    return problem_response(
+        ServiceUnavailable(
+            "The database is unavailable; try again shortly.", headers={"Retry-After": "1"}
+        )
+    )
+
+
+async def _redis_unavailable(error: RedisError) -> Response:
+    # Throttle counters or revocation state cannot be read: refuse rather than guess.
+    logger.warning("redis unavailable (request %s): %s", current_request_id(), error)
+    return problem_response(RedisUnavailable())
+
+
+async def _unexpected(error: Exception) -> Response:
+    # The trace goes to the log, never to the client.
+    logger.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.path,
+        current_request_id(),
+        exc_info=error,
+    )
+    return problem_response(APIError())
+
+
+class AuthExtension:
+    """Install on any Quart app to use ``token_required``; ``mount_routes`` adds the API too."""
+
+    def __init__(
+        self,
+        app: Quart | None = None,
+        *,
+        settings: Settings | None = None,
+        hooks: AuthHooks | None = None,
+        mount_routes: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.mount_routes = mount_routes
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> None:
+        settings = self.settings if self.settings is not None else load_settings()
+        state = AuthState.build(settings, self.hooks)
+        app.extensions[EXTENSION_KEY] = state
+        app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+        if app.request_class is Request:
+            app.request_class = StrictRequest
+        app.register_error_handler(APIError, _api_error)
+        app.register_error_handler(RequestSchemaValidationError, _schema_error)
+        app.register_error_handler(HTTPException, _http_error)
+        for unavailable in DATABASE_UNAVAILABLE:
+            app.register_error_handler(unavailable, _database_unavailable)
+        app.register_error_handler(RedisError, _redis_unavailable)
+        app.register_error_handler(Exception, _unexpected)
+
+        inflight = InFlight()
+        self.envelope = RequestEnvelope(app.asgi_app, inflight)
+        app.asgi_app = self.envelope  # type: ignore[method-assign]
+
+        @app.before_serving
+        async def _start() -> None:
+            if settings.is_sqlite and settings.auto_migrate:
+                await migrations.upgrade(state.database)
+            await state.hasher.dummy_hash()
+
+        @app.after_serving
+        async def _stop() -> None:
+            if not await inflight.drained(settings.shutdown_drain_seconds):
+                logger.warning("shutting down with %d requests still in progress", inflight.count)
+            await state.close()
+
+        if self.mount_routes:
+            modules = (auth_routes, browser_routes, user_routes, health_routes, key_routes)
+            for module in modules:
+                app.register_blueprint(module.blueprint)
+
+
+def _package_version() -> str:
+    try:
+        return version("auth-service")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class ServiceApp(Quart):
+    async def make_default_options_response(self) -> Response:
+        """The automatic OPTIONS answer: 204 with ``Allow`` (Quart's is a 200 labelled HTML)."""
+        response = await super().make_default_options_response()
+        response.status_code = 204
+        return response
+
+
+def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = None) -> Quart:
+    app = ServiceApp("service", static_folder=None, template_folder="web/templates")
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "auth-service", "version": _package_version()},
+        security_schemes=SECURITY_SCHEMES,
+        openapi_provider_class=AuthOpenAPIProvider,
+    )
+    extension = AuthExtension(app, settings=settings, hooks=hooks, mount_routes=True)
+    extension.envelope.add_default_headers(SECURITY_HEADERS)
+    secure_cookies = get_state(app).settings.secure_cookies
+    extension.envelope.add_default_headers([HSTS], https_only=not secure_cookies)
+    app.register_blueprint(docs_routes.blueprint)
+    app.register_blueprint(web_routes.blueprint)
+
+    escape_log_records()
+    configure_audit_logging()
+
+    return app

@@ -1,0 +1,133 @@
+"""What every HTTP request gets, done once at the ASGI level rather than in Quart hooks.
+
+- counted while in progress (``InFlight``), so shutdown waits for it before closing the pools;
+- a request id: the client's ``X-Request-ID`` when it is a sane token, else a new one; bound
+  for the audit log and echoed in the response;
+- default response headers (the API's security headers), added where the app set none;
+  ``https_only`` ones only when the request came over HTTPS (the scope's scheme is "https": TLS
+  at the server, or a trusted proxy's forwarded scheme). The app adds ``Strict-Transport-Security``
+  that way, or to every response when the settings say cookies are Secure (the service is then
+  meant to be served over HTTPS whatever scheme reaches it, and browsers ignore HSTS received
+  over plain HTTP, RFC 6797 §8.1);
+- a bounded request head: the request target and the headers together over 16 KiB are a 431
+  problem+json and the app is not called. Servers bound it themselves only partly (h11 measures
+  a head only while it is incomplete, so one that arrives in a single read passes unmeasured);
+  names and values are counted, not separators, so the bound is the same over HTTP/1.1 and h2;
+- 204 and 304 answers without ``Content-Type``, ``Content-Length`` or body (RFC 9110 §6.4.1).
+
+Quart's request hooks cost a dispatch each, and werkzeug's ``Headers.setdefault`` raises and
+catches an exception for every header that is missing: on the hot path (a guarded GET) those
+were a measurable share of the whole request. Here it is one wrapper around the ASGI app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+
+from service.core.audit import bind_request
+from service.core.errors import error_for_status, render_problem
+from service.web.inflight import InFlight
+
+REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+MAX_HEAD_BYTES = 16 * 1024
+BODILESS_STATUSES = frozenset({204, 304})
+_REPRESENTATION_HEADERS = frozenset({b"content-type", b"content-length"})
+
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+
+def _head_too_large_response(max_head_bytes: int) -> tuple[int, Headers, bytes]:
+    error = error_for_status(431, "Request Header Fields Too Large")
+    error.detail = f"The request target and headers together exceed {max_head_bytes} bytes."
+    body, status, headers = render_problem(error)
+    data = json.dumps(body).encode()
+    encoded = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return status, [*encoded, (b"content-length", str(len(data)).encode())], data
+
+
+class RequestEnvelope:
+    def __init__(
+        self, app: ASGIApp, inflight: InFlight, *, max_head_bytes: int = MAX_HEAD_BYTES
+    ) -> None:
+        self.app = app
+        self.inflight = inflight
+        self.max_head_bytes = max_head_bytes
+        self.default_headers: Headers = []
+        self.https_headers: Headers = []  # the defaults plus the https_only ones
+        self.head_too_large = _head_too_large_response(max_head_bytes)
+
+    def add_default_headers(
+        self, headers: Sequence[tuple[str, str]], *, https_only: bool = False
+    ) -> None:
+        """Headers every response carries unless the app set them itself (names are matched
+        case-insensitively); ``https_only``: only responses to requests that came over HTTPS."""
+        encoded = [(name.lower().encode(), value.encode()) for name, value in headers]
+        if not https_only:
+            self.default_headers.extend(encoded)
+        self.https_headers.extend(encoded)
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # One pass over the headers: the request id (the first one sent) and the head's size.
+        raw_path = scope.get("raw_path")
+        head_bytes = len(scope["query_string"]) + (
+            len(raw_path) if raw_path is not None else len(scope["path"])
+        )
+        request_id: bytes | None = None
+        for name, value in scope["headers"]:
+            head_bytes += len(name) + len(value)
+            if name == REQUEST_ID_HEADER and request_id is None:
+                request_id = value
+        if request_id is None or not _REQUEST_ID_RE.match(request_id):
+            request_id = os.urandom(16).hex().encode()  # as uuid4().hex, without the UUID
+        # The address as Quart's request.remote_addr gives it ("<local>" without a client).
+        client = scope.get("client") or ("<local>",)
+        bind_request(ip=client[0], request_id=request_id.decode())
+        secure = scope.get("scheme") == "https"
+        defaults = [
+            (REQUEST_ID_HEADER, request_id),
+            *(self.https_headers if secure else self.default_headers),
+        ]
+        bodiless = False
+
+        async def send_with_headers(message: ASGISendEvent) -> None:
+            nonlocal bodiless
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if message["status"] in BODILESS_STATUSES:
+                    bodiless = True
+                    headers = [
+                        item for item in headers if item[0].lower() not in _REPRESENTATION_HEADERS
+                    ]
+                present = {name.lower() for name, _ in headers}
+                headers.extend(item for item in defaults if item[0] not in present)
+                message = cast(ASGISendEvent, {**message, "headers": headers})
+            elif bodiless and message["type"] == "http.response.body" and message.get("body"):
+                message = cast(ASGISendEvent, {**message, "body": b""})
+            await send(message)
+
+        self.inflight.started()
+        try:
+            if head_bytes > self.max_head_bytes:
+                await self._refuse_head(send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            self.inflight.finished()
+
+    async def _refuse_head(self, send: ASGISendCallable) -> None:
+        status, headers, body = self.head_too_large
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

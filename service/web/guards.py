@@ -1,0 +1,235 @@
+"""The guards: ``token_required``, ``fresh_required``, ``roles_required``, and ``current_user``.
+
+Each is a verify function under a thin decorator, with an accessor that raises when the
+decorator is missing. They work on the routes of any Quart app that installed the auth
+extension. The token travels as ``Authorization: Bearer`` or as the ``access_token_cookie``;
+with the cookie, unsafe methods must pass the CSRF check.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, Literal, ParamSpec, TypeVar, overload
+
+from quart import g, request
+from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
+
+from service.accounts.auth import verify_access
+from service.core.errors import (
+    AccountDisabled,
+    CsrfFailed,
+    FreshTokenRequired,
+    InsufficientRole,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenRevoked,
+    WrongTokenType,
+)
+from service.core.tokens import Claims, decode_token
+from service.store.models import User
+from service.web.http import documents_errors
+from service.web.state import get_state
+
+P = ParamSpec("P")
+R = TypeVar("R")
+View = Callable[P, Awaitable[R]]
+
+GUARD_ATTRIBUTE = "_auth_guard"
+SECURITY_REQUIREMENTS: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"oauth2": []}]
+ACCESS_COOKIE = "access_token_cookie"
+REFRESH_COOKIE = "refresh_token_cookie"
+CSRF_COOKIE = "csrf_access_token"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_AUTH = "_auth_context"
+
+Transport = Literal["header", "cookie"]
+GUARD_ERRORS = (
+    TokenMissing,
+    TokenInvalid,
+    TokenExpired,
+    TokenRevoked,
+    WrongTokenType,
+    AccountDisabled,
+)
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    user: User
+    claims: Claims
+    transport: Transport
+
+
+def request_token(cookie_name: str = ACCESS_COOKIE) -> tuple[str, Transport]:
+    """The bearer token, else the cookie; TokenMissing when neither was sent."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip(), "header"
+        raise TokenMissing()
+    cookie = request.cookies.get(cookie_name)
+    if cookie:
+        return cookie, "cookie"
+    raise TokenMissing()
+
+
+def check_csrf(claims: Claims) -> None:
+    """For cookie-borne tokens on unsafe methods: the request comes from this site, and the
+    header echoes the token's ``csrf``."""
+    if request.method in SAFE_METHODS:
+        return
+    require_same_site()
+    expected, sent = claims.csrf, request.headers.get(CSRF_HEADER, "")
+    if not expected or not sent or not secrets.compare_digest(expected, sent):
+        raise CsrfFailed()
+
+
+def from_this_site() -> bool:
+    """The cross-site check (``service/web/origin.py``) on this request's headers."""
+    headers = request.headers
+    return get_state().origins.allows(
+        origin=headers.get("Origin"), fetch_site=headers.get("Sec-Fetch-Site"), host=request.host
+    )
+
+
+def require_same_site() -> None:
+    """CsrfFailed (403) for a request another site's page made the browser send."""
+    if not from_this_site():
+        raise CsrfFailed("The request came from another site.")
+
+
+def same_site_required(view: View[P, R]) -> View[P, R]:
+    """For endpoints that set the session cookies: refuse requests sent from another site
+    (login CSRF), before the body is read."""
+
+    @wraps(view)
+    async def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        require_same_site()
+        return await view(*args, **kwargs)
+
+    return documents_errors(CsrfFailed)(checked)
+
+
+async def authenticate() -> AuthContext:
+    """Verify the request's access token and load its user; the hooks are awaited here."""
+    state = get_state()
+    token, transport = request_token()
+    claims = decode_token(state.tokens, token, expected_type="access")
+    if transport == "cookie":
+        check_csrf(claims)
+    user = await load_user(claims)
+    return AuthContext(user=user, claims=claims, transport=transport)
+
+
+async def load_user(claims: Claims) -> User:
+    """The user of verified access-token claims, through the awaited hooks; else an APIError."""
+    state = get_state()
+    hooks = state.hooks
+    if hooks.revocation_check is not None and await hooks.revocation_check(claims):
+        raise TokenRevoked()
+    user = await verify_access(state.database, claims)
+    if hooks.user_loader is not None:
+        user = await hooks.user_loader(claims, user)
+    return user
+
+
+def _guard(
+    name: str,
+    check: Callable[[AuthContext], None] | None,
+    errors: tuple[type[Any], ...],
+) -> Callable[[View[P, R]], View[P, R]]:
+    def decorator(view: View[P, R]) -> View[P, R]:
+        @wraps(view)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            context = await authenticate()
+            if check is not None:
+                check(context)
+            setattr(g, _AUTH, context)
+            return await view(*args, **kwargs)
+
+        setattr(guarded, GUARD_ATTRIBUTE, name)
+        setattr(guarded, QUART_SCHEMA_SECURITY_ATTRIBUTE, SECURITY_REQUIREMENTS)
+        # CsrfFailed is documented per method by the OpenAPI provider: unsafe methods only.
+        return documents_errors(*GUARD_ERRORS, *errors)(guarded)
+
+    return decorator
+
+
+def token_required(view: View[P, R]) -> View[P, R]:
+    """Refuse the request with a 401 unless it carries a valid access token of a live user."""
+    return _guard("token_required", None, ())(view)
+
+
+@overload
+def fresh_required(view: View[P, R], /) -> View[P, R]: ...
+
+
+@overload
+def fresh_required(*, max_age: int | None = None) -> Callable[[View[P, R]], View[P, R]]: ...
+
+
+def fresh_required(
+    view: View[P, R] | None = None, /, *, max_age: int | None = None
+) -> View[P, R] | Callable[[View[P, R]], View[P, R]]:
+    """Like token_required, and the token must come from a password login (``fresh``),
+    optionally no older than ``max_age`` seconds; else 401 FRESH_TOKEN_REQUIRED.
+    Use as ``@fresh_required`` or ``@fresh_required(max_age=300)``.
+    """
+
+    def check(context: AuthContext) -> None:
+        require_fresh(context.claims, max_age)
+
+    decorator: Callable[[View[P, R]], View[P, R]] = _guard(
+        "fresh_required", check, (FreshTokenRequired,)
+    )
+    return decorator(view) if view is not None else decorator
+
+
+def require_fresh(claims: Claims, max_age: int | None = None) -> None:
+    if not claims.fresh:
+        raise FreshTokenRequired()
+    if max_age is not None and time.time() - claims.issued_at > max_age:
+        raise FreshTokenRequired(f"Log in again: this needs a login from the last {max_age} s.")
+
+
+def roles_required(*roles: str) -> Callable[[View[P, R]], View[P, R]]:
+    """Like token_required, and the token must carry every role named; else 403."""
+
+    def check(context: AuthContext) -> None:
+        missing = set(roles) - set(context.claims.roles)
+        if missing:
+            raise InsufficientRole(f"This needs the role(s): {', '.join(sorted(missing))}.")
+
+    return _guard(f"roles_required({', '.join(roles)})", check, (InsufficientRole,))
+
+
+def _context() -> AuthContext:
+    context = g.get(_AUTH)
+    if context is None:
+        raise RuntimeError("current_user() needs a route decorated with @token_required")
+    assert isinstance(context, AuthContext)
+    return context
+
+
+def current_user() -> User:
+    """The user of the request; raises RuntimeError on a route that is not guarded."""
+    return _context().user
+
+
+def current_claims() -> Claims:
+    return _context().claims
+
+
+def current_transport() -> Transport:
+    return _context().transport
+
+
+def is_guarded(view: Any) -> bool:
+    return getattr(view, GUARD_ATTRIBUTE, None) is not None

@@ -1,0 +1,170 @@
+"""Request bodies (JSON or form) read strictly, and the OpenAPI notes routes carry about them.
+
+A body is UTF-8 or it is refused; a form is parsed here, not by the framework, so bytes that
+are not UTF-8 are a 422 and never silently replaced (a password must arrive as it was typed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ValidationError
+from quart import current_app, request
+from quart_schema import DataSource
+from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
+
+from service.core.errors import APIError, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
+
+# A view's answer: a model, its status and headers (quart-schema turns the model into JSON).
+ModelResponse = tuple[BaseModel, int, dict[str, str]]
+
+NO_CONTENT_ATTRIBUTE = "_auth_no_content"
+PROBLEMS_ATTRIBUTE = "_auth_problem_responses"
+MEDIA_TYPES_ATTRIBUTE = "_auth_request_media_types"
+JSON_TYPE = "application/json"
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 32
+MAX_JSON_DEPTH = 8
+
+
+def documents_errors(*errors: type[APIError]) -> Callable[[F], F]:
+    """Record the problems a route can answer with, for its OpenAPI responses."""
+
+    def decorator(func: F) -> F:
+        problems: dict[int, list[str]] = {
+            status: list(titles) for status, titles in getattr(func, PROBLEMS_ATTRIBUTE, {}).items()
+        }
+        for error in errors:
+            titles = problems.setdefault(error.status, [])
+            if error.title not in titles:
+                titles.append(error.title)
+        setattr(func, PROBLEMS_ATTRIBUTE, problems)
+        return func
+
+    return decorator
+
+
+def documents_no_content(func: F) -> F:
+    """Record that the route answers 204 No Content on success."""
+    setattr(func, NO_CONTENT_ATTRIBUTE, True)
+    return func
+
+
+def validation_errors(exc: ValidationError, source: str = "body") -> list[dict[str, Any]]:
+    """The errors as the problem's ``errors``: ``loc`` starts with where the value was sent
+    (``body``, ``query`` or ``header``). The input is left out on purpose: it may be a password."""
+    return [{"loc": [source, *error["loc"]], "msg": error["msg"]} for error in exc.errors()]
+
+
+def _invalid_body(message: str) -> ValidationFailed:
+    return ValidationFailed([{"loc": ["body"], "msg": message}], detail=message)
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            break
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+    return depth
+
+
+async def read_body(media_types: tuple[str, ...]) -> dict[str, Any]:
+    """The request body as a dict, from JSON or an urlencoded form (as the route allows)."""
+    mimetype = request.mimetype
+    if mimetype not in media_types:
+        raise UnsupportedMediaType(f"Send the body as {' or '.join(media_types)}.")
+    raw = await request.get_data(cache=True, as_text=False)
+    if isinstance(raw, str):
+        raw = raw.encode()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid_body("The body is not valid UTF-8.") from None
+    if mimetype == FORM_TYPE:
+        try:
+            pairs = parse_qsl(
+                text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS
+            )
+        except UnicodeDecodeError:
+            raise _invalid_body("The form is not valid UTF-8.") from None
+        except ValueError:
+            raise _invalid_body("The form has too many fields.") from None
+        form: dict[str, Any] = {}
+        for key, value in pairs:
+            # A repeated field becomes a list, which no string field accepts.
+            if key not in form:
+                form[key] = value
+            elif isinstance(form[key], list):
+                form[key].append(value)
+            else:
+                form[key] = [form[key], value]
+        return form
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _invalid_body("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise _invalid_body("The body must be a JSON object.")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise _invalid_body("The JSON body is nested too deeply.")
+    return data
+
+
+def parse_model(model_class: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model_class.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_errors(exc)) from None
+
+
+def validate_body(
+    model_class: type[BaseModel], *, media_types: tuple[str, ...] = (JSON_TYPE, FORM_TYPE)
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """Parse the body into ``model_class`` and pass it to the view as ``data``; else a 4xx."""
+
+    def decorator(view: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @wraps(view)
+        async def wrapper(*args: Any, **kwargs: Any) -> R:
+            data = parse_model(model_class, await read_body(media_types))
+            result: R = await current_app.ensure_async(view)(*args, data=data, **kwargs)
+            return result
+
+        return documents_body(model_class, media_types=media_types)(wrapper)
+
+    return decorator
+
+
+BODY_ERRORS: tuple[type[APIError], ...] = (ValidationFailed, UnsupportedMediaType, PayloadTooLarge)
+
+
+def documents_body(
+    model_class: type[BaseModel],
+    *,
+    media_types: tuple[str, ...] = (JSON_TYPE, FORM_TYPE),
+    errors: tuple[type[APIError], ...] = BODY_ERRORS,
+) -> Callable[[F], F]:
+    """Publish the request body schema under each accepted media type, and its errors."""
+
+    def decorator(view: F) -> F:
+        setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (model_class, DataSource.JSON))
+        setattr(view, MEDIA_TYPES_ATTRIBUTE, media_types)
+        return documents_errors(*errors)(view)
+
+    return decorator

@@ -1,0 +1,312 @@
+"""The seed's browser pages: login, signup, dashboard, on the cookie session.
+
+GET ``/``, ``/login``, ``/signup`` and ``/dashboard`` render HTML. The forms post to
+``/web/login``, ``/web/signup`` and ``/web/logout`` (``POST /login`` and ``POST /signup`` are the
+JSON API's). A form POST another site sent is refused with 403 (the one cross-site check of
+``service/web/origin.py``, as for ``POST /session``); the logout form also carries the session's
+CSRF token, compared to the access token's ``csrf`` claim. The login form goes through the shared
+login throttle. The pages run under a CSP with no script at all, and are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import Blueprint, Response, redirect, render_template, request, send_file, url_for
+from quart_schema import hide
+
+from service.accounts import auth
+from service.core.errors import APIError, InvalidCredentials, Unauthorized, UserExists
+from service.core.tokens import Claims, decode_token
+from service.store.models import User
+from service.web.guards import ACCESS_COOKIE, from_this_site, load_user
+from service.web.http import FORM_TYPE, read_body
+from service.web.routes.common import (
+    NO_STORE,
+    AnyResponse,
+    clear_session_cookies,
+    password_login,
+    set_session_cookies,
+    signup_user,
+    start_session,
+)
+from service.web.schemas import LoginRequest, SignupRequest
+from service.web.state import get_state
+
+blueprint = Blueprint("web", __name__)
+M = TypeVar("M", bound=BaseModel)
+
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, **NO_STORE}
+CSRF_FIELD = "csrf_token"
+STYLESHEET = Path(__file__).resolve().parent.parent / "static" / "web.css"
+# The stylesheet's URL carries its digest, so it can be cached for long and still never be stale.
+STYLESHEET_VERSION = hashlib.sha256(STYLESHEET.read_bytes()).hexdigest()[:12]
+
+LOGIN_FIELDS = ("username", "password")
+SIGNUP_FIELDS = ("name", "username", "email", "password")
+PASSWORD_FIELDS = frozenset({"password"})
+REQUIRED_MESSAGES = {
+    "username": "Enter your username.",
+    "email": "Enter your email address.",
+    "password": "Enter your password.",
+}
+SIGNUP_MESSAGES = {
+    "username": "This is not a valid username.",
+    "email": "Enter a valid email address, like name@example.com.",
+    "name": "Use at most 100 characters, without control characters.",
+}
+
+
+@dataclass
+class FormState:
+    """What a form page shows again: the values typed (never a password) and the errors."""
+
+    fields: Sequence[str]
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+
+    @property
+    def focus(self) -> str:
+        """The first field in error, else the first field."""
+        return next((name for name in self.fields if name in self.errors), self.fields[0])
+
+
+@dataclass(frozen=True)
+class CookieSession:
+    user: User
+    claims: Claims
+
+
+@blueprint.context_processor
+async def _stylesheet() -> dict[str, Any]:
+    return {"stylesheet_version": STYLESHEET_VERSION}
+
+
+async def _page(
+    template: str, *, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+) -> Response:
+    body = await render_template(template, **context)
+    response = Response(body, status=status, content_type="text/html; charset=utf-8")
+    response.headers.update({**PAGE_HEADERS, **(headers or {})})
+    return response
+
+
+def _see_other(endpoint: str) -> AnyResponse:
+    response = redirect(url_for(endpoint), 303)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+async def _refused() -> Response:
+    return await _page(
+        "message.html",
+        status=403,
+        title="Request refused",
+        text="This form was sent from another site, or it has expired. "
+        "Open the page again and resend it from there.",
+    )
+
+
+async def _cookie_session() -> CookieSession | None:
+    """The user of the access cookie, or None when it is missing, expired or revoked."""
+    token = request.cookies.get(ACCESS_COOKIE)
+    if not token:
+        return None
+    try:
+        claims = decode_token(get_state().tokens, token, expected_type="access")
+        user = await load_user(claims)
+    except Unauthorized:
+        return None
+    return CookieSession(user=user, claims=claims)
+
+
+async def _logged_in(pair: auth.TokenPair, replaced: CookieSession | None) -> AnyResponse:
+    """Set the new session's cookies and go to the dashboard; the session replaced here ends."""
+    if replaced is not None:
+        await auth.logout(get_state().database, replaced.claims)
+    response = _see_other("web.dashboard")
+    set_session_cookies(response, pair)
+    return response
+
+
+def _typed(form: dict[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """The values to show again: text fields only (a repeated field counts as not sent)."""
+    return {
+        name: value
+        for name in names
+        if name not in PASSWORD_FIELDS and isinstance(value := form.get(name), str)
+    }
+
+
+def _field_errors(exc: ValidationError, messages: dict[str, str]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "missing" or (
+            error["type"] == "string_too_short" and name in REQUIRED_MESSAGES
+        ):
+            text = REQUIRED_MESSAGES.get(name, "This field is required.")
+        elif name in messages:
+            text = messages[name]
+        else:
+            text = error["msg"].removeprefix("Value error, ")
+        errors.setdefault(name, text)
+    return errors
+
+
+def _validate(
+    model: type[M], form: dict[str, Any], state: FormState, messages: dict[str, str]
+) -> M | None:
+    try:
+        return model.model_validate(form)
+    except ValidationError as exc:
+        state.errors.update(_field_errors(exc, messages))
+        if not state.errors.keys() & set(state.fields):
+            state.message = "The form could not be read; fill it in again."
+        return None
+
+
+def _problem(error: APIError, state: FormState) -> tuple[int, dict[str, str]]:
+    """A refusal the page shows as a message (a throttled login, a body it cannot read)."""
+    state.message = error.detail
+    retry_after = error.headers().get("Retry-After")
+    return error.status, {"Retry-After": retry_after} if retry_after else {}
+
+
+@blueprint.get("/")
+@hide
+async def index() -> AnyResponse:
+    session = await _cookie_session()
+    return _see_other("web.dashboard" if session is not None else "web.login_page")
+
+
+@blueprint.get("/login")
+@hide
+async def login_page() -> Response:
+    return await _page("login.html", form=FormState(LOGIN_FIELDS))
+
+
+@blueprint.get("/signup")
+@hide
+async def signup_page() -> Response:
+    return await _page("signup.html", form=FormState(SIGNUP_FIELDS))
+
+
+@blueprint.get("/dashboard")
+@hide
+async def dashboard() -> AnyResponse:
+    session = await _cookie_session()
+    if session is None:
+        response = _see_other("web.login_page")
+        if ACCESS_COOKIE in request.cookies:
+            clear_session_cookies(response)
+        return response
+    user = session.user
+    return await _page(
+        "dashboard.html",
+        user=user,
+        display_name=user.name or user.username,
+        csrf_token=session.claims.csrf or "",
+    )
+
+
+@blueprint.post("/web/login")
+@hide
+async def login_submit() -> AnyResponse:
+    if not from_this_site():
+        return await _refused()
+    state = FormState(LOGIN_FIELDS)
+    status: int = 422
+    headers: dict[str, str] = {}
+    try:
+        form = await read_body((FORM_TYPE,))
+        state.values = _typed(form, LOGIN_FIELDS)
+        data = _validate(LoginRequest, form, state, {})
+        if data is not None:
+            replaced = await _cookie_session()
+            _, pair = await password_login(data.username, data.password, cookie=True)
+            return await _logged_in(pair, replaced)
+    except InvalidCredentials as error:
+        state.errors["password"] = error.detail
+        status = error.status
+    except APIError as error:
+        if not 400 <= error.status < 500:
+            raise
+        status, headers = _problem(error, state)
+    return await _page("login.html", status=status, headers=headers, form=state)
+
+
+@blueprint.post("/web/signup")
+@hide
+async def signup_submit() -> AnyResponse:
+    if not from_this_site():
+        return await _refused()
+    state = FormState(SIGNUP_FIELDS)
+    status: int = 422
+    headers: dict[str, str] = {}
+    try:
+        form = await read_body((FORM_TYPE,))
+        state.values = _typed(form, SIGNUP_FIELDS)
+        if isinstance(form.get("name"), str) and not form["name"].strip():
+            del form["name"]  # the optional field left blank
+        data = _validate(SignupRequest, form, state, SIGNUP_MESSAGES)
+        if data is not None:
+            user = await signup_user(data)
+            pair = await start_session(user, with_csrf=True)
+            return await _logged_in(pair, await _cookie_session())
+    except UserExists as error:
+        if error.field in SIGNUP_FIELDS:
+            state.errors[str(error.field)] = error.detail
+        else:
+            state.message = error.detail
+        status = error.status
+    except APIError as error:
+        if not 400 <= error.status < 500:
+            raise
+        status, headers = _problem(error, state)
+    return await _page("signup.html", status=status, headers=headers, form=state)
+
+
+@blueprint.post("/web/logout")
+@hide
+async def logout_submit() -> AnyResponse:
+    if not from_this_site():
+        return await _refused()
+    try:
+        sent = (await read_body((FORM_TYPE,))).get(CSRF_FIELD)
+    except APIError:
+        sent = None
+    session = await _cookie_session()
+    if session is not None:
+        expected = session.claims.csrf
+        if not (
+            isinstance(sent, str)
+            and expected
+            and secrets.compare_digest(sent.encode(), expected.encode())
+        ):
+            return await _refused()
+        await auth.logout(get_state().database, session.claims)
+    # Without a live session there is nothing to revoke: only stale cookies to clear.
+    response = _see_other("web.login_page")
+    clear_session_cookies(response)
+    return response
+
+
+@blueprint.get("/static/web.css")
+@hide
+async def stylesheet() -> Response:
+    response = await send_file(STYLESHEET, mimetype="text/css", cache_timeout=86_400)
+    if request.args.get("v") != STYLESHEET_VERSION:
+        response.cache_control.max_age = 0
+    return response
