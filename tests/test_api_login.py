@@ -27,7 +27,7 @@ async def test_login_returns_a_fresh_token_pair(app: Quart, client: Client, user
     header = jwt.get_unverified_header(body["access_token"])
     assert header["alg"] == "HS256"
     assert header["typ"] == "JWT"
-    assert header["kid"] == get_state(app).tokens.key.kid
+    assert header["kid"] == get_state(app).accounts.tokens.key.kid
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["sub"] == user.id
     assert claims["type"] == "access"
@@ -54,11 +54,10 @@ async def test_login_by_username_or_email_in_any_case(
 async def test_wrong_password_unknown_user_and_disabled_account_look_the_same(
     app: Quart, client: Client, user: SignedUp
 ) -> None:
-    from service.accounts import auth
 
     wrong = await client.post("/login", json={"username": "alice", "password": "not it at all"})
     unknown = await client.post("/login", json={"username": "nobody", "password": PASSWORD})
-    await auth.set_active(get_state(app).database, "alice", active=False)
+    await get_state(app).accounts.set_active("alice", active=False)
     disabled = await client.post("/login", json={"username": "alice", "password": PASSWORD})
 
     bodies = [await response.get_json() for response in (wrong, unknown, disabled)]
@@ -227,9 +226,8 @@ async def test_token_refresh_grant_with_garbage_is_invalid_grant(client: Client)
 async def test_token_refresh_grant_of_a_disabled_account_is_invalid_grant(
     app: Quart, client: Client, tokens: dict[str, Any]
 ) -> None:
-    from service.accounts import auth
 
-    await auth.set_active(get_state(app).database, "alice", active=False)
+    await get_state(app).accounts.set_active("alice", active=False)
 
     response = await client.post(
         "/token", form={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}

@@ -12,7 +12,6 @@ import jwt
 import pytest
 from quart import Quart
 
-from service.accounts import auth
 from service.core.tokens import encode_token
 from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
@@ -123,7 +122,7 @@ async def test_garbage_tokens_are_401_token_invalid(client: Client, token: str) 
 async def test_expired_token_is_401_token_expired(
     app: Quart, client: Client, user: SignedUp
 ) -> None:
-    settings = get_state(app).tokens
+    settings = get_state(app).accounts.tokens
     token = encode_token(
         settings, subject=user.id, token_type="access", now=time.time() - 3600
     ).token
@@ -160,7 +159,7 @@ async def test_refresh_token_is_refused_where_access_is_needed(
 async def test_disabled_user_is_refused_with_a_valid_token(
     app: Quart, client: Client, auth_headers: dict[str, str]
 ) -> None:
-    await auth.set_active(get_state(app).database, "alice", active=False)
+    await get_state(app).accounts.set_active("alice", active=False)
 
     response = await client.get("/protected", headers=auth_headers)
 
@@ -170,7 +169,7 @@ async def test_disabled_user_is_refused_with_a_valid_token(
 
 async def test_token_of_a_user_that_does_not_exist_is_401(app: Quart, client: Client) -> None:
     token = encode_token(
-        get_state(app).tokens,
+        get_state(app).accounts.tokens,
         subject="0b7a8f5e-6c53-4d8a-b4a8-3cb2a8f0e9d1",
         token_type="access",
     ).token
@@ -184,7 +183,7 @@ async def test_token_of_a_user_that_does_not_exist_is_401(app: Quart, client: Cl
 async def test_token_from_another_issuer_is_401(app: Quart, client: Client, user: SignedUp) -> None:
     from dataclasses import replace
 
-    settings = replace(get_state(app).tokens, issuer="someone-else")
+    settings = replace(get_state(app).accounts.tokens, issuer="someone-else")
     token = encode_token(settings, subject=user.id, token_type="access").token
 
     response = await client.get("/me", headers={"Authorization": f"Bearer {token}"})

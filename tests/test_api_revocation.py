@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from service.accounts import auth
 from service.web.state import get_state
 from tests.support import (
     PASSWORD,
@@ -206,7 +205,7 @@ async def test_patch_me_to_a_taken_email_is_409(client: Client) -> None:
 
 async def make_admin(app: Quart, client: Client, username: str = "root") -> dict[str, Any]:
     await signup_and_login(client, username)
-    await auth.set_roles(get_state(app).database, username, ["admin"])
+    await get_state(app).accounts.set_roles(username, ["admin"])
     return await signup_and_login(client, username)
 
 
@@ -255,7 +254,7 @@ async def test_admin_users_bad_query_is_422(app: Quart, client: Client, query: s
 async def test_removing_a_role_revokes_earlier_tokens(app: Quart, client: Client) -> None:
     admin = await make_admin(app, client)
 
-    await auth.set_roles(get_state(app).database, "root", [])
+    await get_state(app).accounts.set_roles("root", [])
 
     response = await client.get("/me", headers=bearer(admin["access_token"]))
     assert await code_of(response) == "TOKEN_REVOKED"
@@ -266,7 +265,7 @@ async def test_removing_a_role_revokes_earlier_tokens(app: Quart, client: Client
 async def test_adding_a_role_keeps_tokens_valid(app: Quart, client: Client) -> None:
     pair = await signup_and_login(client)
 
-    await auth.set_roles(get_state(app).database, "alice", ["auditor"])
+    await get_state(app).accounts.set_roles("alice", ["auditor"])
 
     assert (await client.get("/me", headers=bearer(pair["access_token"]))).status_code == 200
 
@@ -274,7 +273,7 @@ async def test_adding_a_role_keeps_tokens_valid(app: Quart, client: Client) -> N
 async def test_disabling_a_user_revokes_refresh_too(app: Quart, client: Client) -> None:
     pair = await signup_and_login(client)
 
-    await auth.set_active(get_state(app).database, "alice", active=False)
+    await get_state(app).accounts.set_active("alice", active=False)
 
     refreshed = await client.post("/refresh", headers=bearer(pair["refresh_token"]))
     assert refreshed.status_code == 401

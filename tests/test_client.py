@@ -402,7 +402,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
 
 def expired_copy(app: Quart, access_token: str) -> str:
     """The same session's access token, expired an hour ago (signed with the app's key)."""
-    tokens = get_state(app).tokens
+    tokens = get_state(app).accounts.tokens
     claims = decode_token(tokens, access_token, expected_type="access")
     session = {name: claims.raw[name] for name in ("sid", "ver")}
     past = int(time.time()) - 3600

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 import pytest
 from quart import Quart
 
-from service.accounts import auth
 from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
 
@@ -156,9 +155,7 @@ async def test_a_password_with_a_control_character_set_before_the_rule_still_log
 ) -> None:
     state = get_state(app)
     old_password = f"{PASSWORD}\t"
-    await auth.register(
-        state.database,
-        state.hasher,
+    await state.accounts.register(
         username="dave",
         email="dave@example.com",
         password=old_password,

@@ -11,7 +11,6 @@ from typing import Any
 
 from quart import Quart
 
-from service.accounts import auth
 from service.core.passwords import PasswordHasher, Verification
 from service.web.state import get_state
 from tests.support import PASSWORD, Client, SignedUp
@@ -20,7 +19,7 @@ from tests.support import PASSWORD, Client, SignedUp
 async def test_every_failure_costs_one_verification_with_the_same_parameters(
     app: Quart, client: Client, user: SignedUp
 ) -> None:
-    hasher = get_state(app).hasher
+    hasher = get_state(app).accounts.hasher
     verified: list[str] = []
     original = PasswordHasher.verify
 
@@ -36,7 +35,7 @@ async def test_every_failure_costs_one_verification_with_the_same_parameters(
     attempts["unknown user"] = await client.post(
         "/login", json={"username": "nobody", "password": PASSWORD}
     )
-    await auth.set_active(get_state(app).database, "alice", active=False)
+    await get_state(app).accounts.set_active("alice", active=False)
     attempts["disabled"] = await client.post(
         "/login", json={"username": "alice", "password": PASSWORD}
     )

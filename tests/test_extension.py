@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from quart import Quart
 
-from service.accounts import auth
+from service.accounts import ClientInfo
 from service.web.app import AuthExtension
 from service.web.guards import current_user, token_required
 from service.web.state import get_state
@@ -34,18 +34,9 @@ async def other_app(tmp_path: Path) -> AsyncIterator[Quart]:
 
 
 async def test_token_required_guards_another_apps_route(other_app: Quart) -> None:
-    state = get_state(other_app)
-    user = await auth.register(
-        state.database, state.hasher, username="shopper", email="s@x.io", password=PASSWORD
-    )
-    pair = await auth.start_session(
-        state.database,
-        state.tokens,
-        user,
-        policy=state.policy,
-        client=auth.Client(),
-        hooks=state.hooks,
-    )
+    accounts = get_state(other_app).accounts
+    user = await accounts.register(username="shopper", email="s@x.io", password=PASSWORD)
+    pair = await accounts.start_session(user, client=ClientInfo())
     token = pair.access_token
     client = other_app.test_client()
 
@@ -86,3 +77,15 @@ async def test_the_extension_gives_every_answer_a_request_id(other_app: Quart) -
     assert len(fresh.headers["X-Request-ID"]) == 32
     # The API's own security headers are the service's choice, not imposed on a host app.
     assert "Content-Security-Policy" not in refused.headers
+
+
+def test_the_public_api_is_what_the_package_exports() -> None:
+    import service
+    from service.web import app, guards
+
+    assert service.AuthExtension is app.AuthExtension
+    assert service.token_required is guards.token_required
+    for name in service.__all__:
+        assert getattr(service, name) is not None
+    with pytest.raises(AttributeError):
+        _ = service.not_a_name

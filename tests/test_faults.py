@@ -18,7 +18,7 @@ async def test_an_unreachable_database_is_503_and_the_service_recovers(tmp_path:
     async with running_app(make_settings(home)) as app:
         client = app.test_client()
         pair = await signup_and_login(client)
-        database = get_state(app).database
+        database = get_state(app).accounts.database
 
         away = tmp_path / "moved"
         home.rename(away)  # the database disappears ...
@@ -61,7 +61,7 @@ async def test_a_read_only_database_file_is_503_and_nothing_is_lost(tmp_path: Pa
     async with running_app(make_settings(tmp_path)) as app:
         client = app.test_client()
         pair = await signup_and_login(client)
-        database = get_state(app).database
+        database = get_state(app).accounts.database
         await database.reset()  # checkpoint and close: the next connections open the file anew
         files = [tmp_path / "auth.db", tmp_path / "auth.db-wal", tmp_path / "auth.db-shm"]
         if not chattr("+i", tmp_path / "auth.db"):

@@ -48,7 +48,7 @@ async def test_a_hashing_queue_at_its_count_cap_answers_503_and_recovers(
     settings_factory: SettingsFactory,
 ) -> None:
     async with running_app(settings_factory(hash_workers=1, hash_queue=2)) as app:
-        hasher = get_state(app).hasher
+        hasher = get_state(app).accounts.hasher
         release = hold_hashing(hasher)
         client = app.test_client()
 
@@ -90,7 +90,7 @@ async def test_the_pool_sheds_only_when_the_expected_wait_exceeds_the_bound(
     settings_factory: SettingsFactory,
 ) -> None:
     async with running_app(settings_factory(hash_workers=1, hash_max_wait=1.0)) as app:
-        hasher = get_state(app).hasher
+        hasher = get_state(app).accounts.hasher
         hasher.average_seconds = 0.4  # as measured: each job ahead adds 0.4 s of waiting
         release = hold_hashing(hasher)
         client = app.test_client()
@@ -133,7 +133,7 @@ async def test_a_signup_of_a_taken_name_is_409_without_hashing(
         client = app.test_client()
         first = {"username": "alice", "email": "alice@example.com", "password": PASSWORD}
         assert (await client.post("/signup", json=first)).status_code == 201
-        hasher = get_state(app).hasher
+        hasher = get_state(app).accounts.hasher
 
         def no_hashing(password: str) -> str:
             raise AssertionError("a taken name was hashed")

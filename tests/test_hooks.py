@@ -12,7 +12,6 @@ import pytest
 from quart import Quart
 from sqlalchemy import func, select
 
-from service.accounts import auth
 from service.accounts.hooks import AuthHooks
 from service.core.errors import InsufficientRole
 from service.core.tokens import Claims, encode_token
@@ -111,9 +110,7 @@ async def shop(tmp_path: Path) -> AsyncIterator[Quart]:
 
 async def token_for(app: Quart, *, roles: list[str], issued_ago: int, fresh: bool) -> str:
     state = get_state(app)
-    user = await auth.register(
-        state.database,
-        state.hasher,
+    user = await state.accounts.register(
         username="buyer",
         email="b@x.io",
         password=PASSWORD,
@@ -121,7 +118,7 @@ async def token_for(app: Quart, *, roles: list[str], issued_ago: int, fresh: boo
     )
     issued = datetime.now(UTC).timestamp() - issued_ago
     return encode_token(
-        state.tokens,
+        state.accounts.tokens,
         subject=str(user.id),
         token_type="access",
         fresh=fresh,
@@ -161,7 +158,7 @@ async def test_roles_required_needs_every_role(shop: Quart, roles: list[str], st
 
 
 async def test_expired_revocations_are_pruned(app: Quart, client: Client) -> None:
-    database = get_state(app).database
+    database = get_state(app).accounts.database
     async with database.session(write=True) as session:
         session.add(RevokedToken(jti="old", expires_at=datetime.now(UTC) - timedelta(hours=1)))
         session.add(RevokedToken(jti="live", expires_at=datetime.now(UTC) + timedelta(hours=1)))

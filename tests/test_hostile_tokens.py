@@ -190,7 +190,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(tmp_path: Path) -> No
         client = app.test_client()
         pair = await signup_and_login(client)
         claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
-        kid = get_state(app).tokens.key.kid
+        kid = get_state(app).accounts.tokens.key.kid
         forged = hmac_token(claims, public_pem, kid)
         genuine = await client.get("/me", headers=bearer(pair["access_token"]))
         response = await client.get("/me", headers=bearer(forged))

@@ -459,7 +459,7 @@ async def run_in_process(
     source = make_source(tmp_path / "source.db", schema, rows)
     async with running_app(make_settings(tmp_path)) as app:
         state = get_state(app)
-        return await import_users(state.database, state.hasher, source)
+        return await import_users(state.accounts.database, state.accounts.hasher, source)
 
 
 async def test_derived_usernames_are_made_unique(tmp_path: Path) -> None:

@@ -19,11 +19,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from service.core.config import ConfigError, Settings
-from service.core.keys import generate_private_key_pem, jwks, key_from_pem, load_previous_keys
+from service.core.keys import (
+    generate_private_key_pem,
+    jwks,
+    key_from_pem,
+    load_previous_keys,
+    token_settings,
+)
 from service.core.tokens import SigningKey, TokenSettings
 from service.ops.cli import main
 from service.web.app import create_app
-from service.web.state import token_settings
 from tests.servers import clean_env, wait_until_up
 from tests.support import PASSWORD, Client, make_settings
 

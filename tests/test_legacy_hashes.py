@@ -11,10 +11,10 @@ import bcrypt
 import pytest
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from service.accounts.auth import unit_of_work
 from service.core import passwords
 from service.core.config import Settings
 from service.core.passwords import PasswordHasher, Verification, legacy_scheme
+from service.store.unit_of_work import unit_of_work
 from service.web.app import create_app
 from service.web.state import get_state
 from tests.support import make_settings
@@ -294,7 +294,7 @@ async def test_login_over_http_upgrades_a_legacy_hash(
 ) -> None:
     app = create_app(make_settings(tmp_path))
     async with app.test_app():
-        database = get_state(app).database
+        database = get_state(app).accounts.database
         async with unit_of_work(database, write=True) as uow:
             user = await uow.users.add(
                 username="flask_user",

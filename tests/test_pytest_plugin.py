@@ -15,7 +15,6 @@ import jwt
 import pytest
 from quart import Quart
 
-from service.accounts import auth
 from service.accounts.hooks import AuthHooks
 from service.store.models import User
 from service.testing.plugin import (
@@ -186,7 +185,7 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 async def test_make_user_numbers_users_and_keeps_their_password(app: Quart, client: Client) -> None:
-    make_user = UserMaker(get_state(app))
+    make_user = UserMaker(get_state(app).accounts)
 
     first = await make_user()
     second = await make_user(roles=["admin", "clerk"], name="Bo")
@@ -201,7 +200,9 @@ async def test_make_user_numbers_users_and_keeps_their_password(app: Quart, clie
 
 
 async def test_make_user_can_make_a_disabled_user(app: Quart, client: Client) -> None:
-    disabled = await UserMaker(get_state(app))("off", password="another password", disabled=True)
+    disabled = await UserMaker(get_state(app).accounts)(
+        "off", password="another password", disabled=True
+    )
 
     login = await client.post("/login", json={"username": "off", "password": "another password"})
 
@@ -212,9 +213,9 @@ async def test_make_user_can_make_a_disabled_user(app: Quart, client: Client) ->
 async def test_the_default_token_is_a_fresh_login_with_a_live_session(
     app: Quart, client: Client
 ) -> None:
-    user = await UserMaker(get_state(app))()
+    user = await UserMaker(get_state(app).accounts)()
 
-    token = await TokenMinter(get_state(app))(user)
+    token = await TokenMinter(get_state(app).accounts)(user)
     sessions = await client.get("/sessions", headers=bearer(token))
 
     claims = claims_of(token)
@@ -232,8 +233,8 @@ async def test_a_minted_refresh_token_rotates_once_and_then_counts_as_reuse(
 ) -> None:
     async with running_app(isolated_settings(tmp_path, refresh_reuse_grace_seconds=0)) as app:
         client = app.test_client()
-        user = await UserMaker(get_state(app))()
-        refresh_token = await TokenMinter(get_state(app))(user, refresh=True)
+        user = await UserMaker(get_state(app).accounts)()
+        refresh_token = await TokenMinter(get_state(app).accounts)(user, refresh=True)
 
         rotated = await client.post("/refresh", headers=bearer(refresh_token))
         reused = await client.post("/refresh", headers=bearer(refresh_token))
@@ -245,8 +246,8 @@ async def test_a_minted_refresh_token_rotates_once_and_then_counts_as_reuse(
 async def test_a_re_signed_refresh_token_still_names_the_live_refresh_jti(
     app: Quart, client: Client
 ) -> None:
-    user = await UserMaker(get_state(app))()
-    mint = TokenMinter(get_state(app))
+    user = await UserMaker(get_state(app).accounts)()
+    mint = TokenMinter(get_state(app).accounts)
 
     longer = await mint(user, refresh=True, ttl=60)
     expired = await mint(user, refresh=True, expired=True)
@@ -260,8 +261,8 @@ async def test_a_re_signed_refresh_token_still_names_the_live_refresh_jti(
 async def test_variants_keep_the_session_and_change_only_what_was_asked(
     app: Quart, client: Client
 ) -> None:
-    user = await UserMaker(get_state(app))(roles=["clerk"])
-    mint = TokenMinter(get_state(app))
+    user = await UserMaker(get_state(app).accounts)(roles=["clerk"])
+    mint = TokenMinter(get_state(app).accounts)
 
     stale = claims_of(await mint(user, fresh=False))
     old = claims_of(await mint(user, age=600))
@@ -285,9 +286,9 @@ async def test_variants_keep_the_session_and_change_only_what_was_asked(
 
 
 async def test_an_expired_access_token_is_refused_as_expired(app: Quart, client: Client) -> None:
-    user = await UserMaker(get_state(app))()
+    user = await UserMaker(get_state(app).accounts)()
 
-    token = await TokenMinter(get_state(app))(user, expired=True)
+    token = await TokenMinter(get_state(app).accounts)(user, expired=True)
     response = await client.get("/me", headers=bearer(token))
 
     assert (await response.get_json())["code"] == "TOKEN_EXPIRED"
@@ -297,11 +298,11 @@ async def test_tokens_follow_the_users_current_version_and_roles(
     app: Quart, client: Client
 ) -> None:
     state = get_state(app)
-    user = await UserMaker(state)(roles=["admin"])
-    before = await TokenMinter(state)(user)
-    await auth.set_roles(state.database, user.username, [])  # revokes earlier tokens
+    user = await UserMaker(state.accounts)(roles=["admin"])
+    before = await TokenMinter(state.accounts)(user)
+    await state.accounts.set_roles(user.username, [])  # revokes earlier tokens
 
-    after = await TokenMinter(state)(user)
+    after = await TokenMinter(state.accounts)(user)
 
     assert (await client.get("/me", headers=bearer(before))).status_code == 401
     assert (await client.get("/me", headers=bearer(after))).status_code == 200
@@ -312,10 +313,10 @@ async def test_tokens_follow_the_users_current_version_and_roles(
 async def test_a_token_without_a_session_has_no_sid_and_still_passes(
     app: Quart, client: Client
 ) -> None:
-    user = await UserMaker(get_state(app))()
+    user = await UserMaker(get_state(app).accounts)()
 
-    token = await TokenMinter(get_state(app))(user, session=False)
-    refresh_token = await TokenMinter(get_state(app))(user, session=False, refresh=True)
+    token = await TokenMinter(get_state(app).accounts)(user, session=False)
+    refresh_token = await TokenMinter(get_state(app).accounts)(user, session=False, refresh=True)
 
     assert "sid" not in claims_of(token)
     assert (await client.get("/me", headers=bearer(token))).status_code == 200
@@ -328,8 +329,8 @@ async def test_hook_claims_are_on_every_minted_access_token(tmp_path: Path) -> N
         return {"tenant": "acme"}
 
     async with running_app(isolated_settings(tmp_path), AuthHooks(tenant)) as app:
-        user = await UserMaker(get_state(app))()
-        mint = TokenMinter(get_state(app))
+        user = await UserMaker(get_state(app).accounts)()
+        mint = TokenMinter(get_state(app).accounts)
 
         tokens = [
             await mint(user),
@@ -344,8 +345,8 @@ async def test_hook_claims_are_on_every_minted_access_token(tmp_path: Path) -> N
 
 
 async def test_the_bearer_client_sends_its_token_unless_told_otherwise(app: Quart) -> None:
-    user: AuthUser = await UserMaker(get_state(app))()
-    client = client_with_token(app, await TokenMinter(get_state(app))(user))
+    user: AuthUser = await UserMaker(get_state(app).accounts)()
+    client = client_with_token(app, await TokenMinter(get_state(app).accounts)(user))
 
     me = await client.get("/me")
     again = await client.get("/protected")

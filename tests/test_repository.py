@@ -12,9 +12,10 @@ import bcrypt
 import pytest
 from sqlalchemy import select
 
-from service.accounts import auth
+from service.accounts import Accounts, ClientInfo
 from service.core.config import Settings
 from service.core.errors import AccountDisabled, InvalidCredentials, TokenInvalid, UserExists
+from service.core.keys import token_settings
 from service.core.passwords import PasswordHasher
 from service.core.tokens import Claims
 from service.store import migrations
@@ -46,6 +47,11 @@ def hasher(settings: Settings) -> Iterator[PasswordHasher]:
     password_hasher = PasswordHasher(settings)
     yield password_hasher
     password_hasher.close()
+
+
+@pytest.fixture
+def accounts(settings: Settings, database: Database, hasher: PasswordHasher) -> Accounts:
+    return Accounts(database=database, hasher=hasher, tokens=token_settings(settings))
 
 
 async def add_user(
@@ -238,16 +244,14 @@ async def test_exposed_id_is_a_random_uuid4_unrelated_to_the_integer_key(
 
 
 async def test_register_then_authenticate_by_username_or_email(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
-    registered = await auth.register(
-        database, hasher, username="alice", email="Alice@Example.com", password=PASSWORD
+    registered = await accounts.register(
+        username="alice", email="Alice@Example.com", password=PASSWORD
     )
 
-    by_username = await auth.authenticate(database, hasher, login="ALICE", password=PASSWORD)
-    by_email = await auth.authenticate(
-        database, hasher, login="alice@EXAMPLE.com", password=PASSWORD
-    )
+    by_username = await accounts.verify_credentials("ALICE", PASSWORD, client=ClientInfo())
+    by_email = await accounts.verify_credentials("alice@EXAMPLE.com", PASSWORD, client=ClientInfo())
 
     assert by_username.id == registered.id
     assert by_email.id == registered.id
@@ -256,80 +260,72 @@ async def test_register_then_authenticate_by_username_or_email(
 
 
 async def test_register_taken_username_raises_user_exists(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
-    await auth.register(
-        database, hasher, username="alice", email="alice@example.com", password=PASSWORD
-    )
+    await accounts.register(username="alice", email="alice@example.com", password=PASSWORD)
 
     with pytest.raises(UserExists) as caught:
-        await auth.register(
-            database, hasher, username="Alice", email="other@example.com", password=PASSWORD
-        )
+        await accounts.register(username="Alice", email="other@example.com", password=PASSWORD)
 
     assert caught.value.detail == "This username is taken."
 
 
 async def test_authenticate_wrong_password_is_invalid_credentials(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
-    await auth.register(
-        database, hasher, username="alice", email="alice@example.com", password=PASSWORD
-    )
+    await accounts.register(username="alice", email="alice@example.com", password=PASSWORD)
 
     with pytest.raises(InvalidCredentials):
-        await auth.authenticate(database, hasher, login="alice", password="wrong password")
+        await accounts.verify_credentials("alice", "wrong password", client=ClientInfo())
 
 
 async def test_authenticate_unknown_user_is_invalid_credentials(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
     with pytest.raises(InvalidCredentials):
-        await auth.authenticate(database, hasher, login="nobody", password=PASSWORD)
+        await accounts.verify_credentials("nobody", PASSWORD, client=ClientInfo())
 
 
 async def test_authenticate_disabled_user_is_invalid_credentials(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
-    await auth.register(
-        database, hasher, username="alice", email="alice@example.com", password=PASSWORD
-    )
-    disabled = await auth.set_active(database, "alice", active=False)
+    await accounts.register(username="alice", email="alice@example.com", password=PASSWORD)
+    disabled = await accounts.set_active("alice", active=False)
     assert disabled.is_active is False
 
     with pytest.raises(InvalidCredentials):
-        await auth.authenticate(database, hasher, login="alice", password=PASSWORD)
+        await accounts.verify_credentials("alice", PASSWORD, client=ClientInfo())
 
-    await auth.set_active(database, "alice", active=True)
-    assert (await auth.authenticate(database, hasher, login="alice", password=PASSWORD)).is_active
+    await accounts.set_active("alice", active=True)
+    assert (await accounts.verify_credentials("alice", PASSWORD, client=ClientInfo())).is_active
 
 
 async def test_bcrypt_user_gets_an_argon2id_hash_after_authenticating(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     registered = await add_user(database, password_hash=legacy)
 
-    authenticated = await auth.authenticate(database, hasher, login="alice", password=PASSWORD)
+    authenticated = await accounts.verify_credentials("alice", PASSWORD, client=ClientInfo())
 
     assert authenticated.id == registered.id
     stored = await load(database, "alice")
     assert stored is not None
     assert stored.password_hash != legacy
     assert stored.password_hash.startswith("$argon2id$")
-    assert (await hasher.verify(PASSWORD, stored.password_hash)).ok is True
-    again = await auth.authenticate(database, hasher, login="alice", password=PASSWORD)
+    assert (await accounts.hasher.verify(PASSWORD, stored.password_hash)).ok is True
+    again = await accounts.verify_credentials("alice", PASSWORD, client=ClientInfo())
     assert again.id == registered.id
 
 
 async def test_bcrypt_user_with_a_wrong_password_keeps_the_bcrypt_hash(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     await add_user(database, password_hash=legacy)
 
     with pytest.raises(InvalidCredentials):
-        await auth.authenticate(database, hasher, login="alice", password="wrong password")
+        await accounts.verify_credentials("alice", "wrong password", client=ClientInfo())
 
     stored = await load(database, "alice")
     assert stored is not None
@@ -337,34 +333,32 @@ async def test_bcrypt_user_with_a_wrong_password_keeps_the_bcrypt_hash(
 
 
 async def test_verify_access_returns_the_active_user(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
-    registered = await auth.register(
-        database, hasher, username="alice", email="alice@example.com", password=PASSWORD
+    registered = await accounts.register(
+        username="alice", email="alice@example.com", password=PASSWORD
     )
 
-    user = await auth.verify_access(database, claims_for(str(registered.id)))
+    user = await accounts.user_for(claims_for(str(registered.id)))
 
     assert user.id == registered.id
 
 
 async def test_verify_access_refuses_a_disabled_user(
-    database: Database, hasher: PasswordHasher
+    database: Database, accounts: Accounts
 ) -> None:
-    registered = await auth.register(
-        database, hasher, username="alice", email="alice@example.com", password=PASSWORD
+    registered = await accounts.register(
+        username="alice", email="alice@example.com", password=PASSWORD
     )
-    await auth.set_active(database, "alice", active=False)
+    await accounts.set_active("alice", active=False)
 
     with pytest.raises(AccountDisabled):
-        await auth.verify_access(database, claims_for(str(registered.id)))
+        await accounts.user_for(claims_for(str(registered.id)))
 
 
-async def test_verify_access_refuses_a_deleted_user(
-    database: Database, hasher: PasswordHasher
-) -> None:
-    registered = await auth.register(
-        database, hasher, username="alice", email="alice@example.com", password=PASSWORD
+async def test_verify_access_refuses_a_deleted_user(database: Database, accounts: Accounts) -> None:
+    registered = await accounts.register(
+        username="alice", email="alice@example.com", password=PASSWORD
     )
     async with database.session(write=True) as session:
         user = await UserRepository(session).by_id(registered.id)
@@ -373,12 +367,14 @@ async def test_verify_access_refuses_a_deleted_user(
         await session.commit()
 
     with pytest.raises(TokenInvalid):
-        await auth.verify_access(database, claims_for(str(registered.id)))
+        await accounts.user_for(claims_for(str(registered.id)))
 
 
 @pytest.mark.parametrize("subject", [str(uuid.uuid4()), "not-a-uuid", "", "1"])
-async def test_verify_access_refuses_an_unknown_subject(database: Database, subject: str) -> None:
+async def test_verify_access_refuses_an_unknown_subject(
+    database: Database, accounts: Accounts, subject: str
+) -> None:
     await add_user(database)
 
     with pytest.raises(TokenInvalid):
-        await auth.verify_access(database, claims_for(subject))
+        await accounts.user_for(claims_for(subject))

@@ -10,14 +10,13 @@ from typing import Any
 from quart import Quart
 from sqlalchemy import event
 
-from service.accounts import auth
 from service.web.state import get_state
 from tests.support import Client, SettingsFactory, bearer, running_app, signup_and_login
 
 
 @contextmanager
 def counting_queries(app: Quart) -> Iterator[list[str]]:
-    database = get_state(app).database
+    database = get_state(app).accounts.database
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -65,7 +64,7 @@ async def test_a_change_made_by_another_process_is_seen_at_once(
         pair = await signup_and_login(client)
         assert (await client.get("/me", headers=bearer(pair["access_token"]))).status_code == 200
 
-        await auth.set_active(get_state(cli).database, "alice", active=False)
+        await get_state(cli).accounts.set_active("alice", active=False)
 
         response = await client.get("/me", headers=bearer(pair["access_token"]))
     assert response.status_code == 401
@@ -87,7 +86,7 @@ async def test_a_burst_with_a_new_token_loads_it_once(app: Quart, client: Client
 
 async def test_a_refused_token_is_refused_for_every_waiter(app: Quart, client: Client) -> None:
     pair = await signup_and_login(client)
-    await auth.set_active(get_state(app).database, "alice", active=False)
+    await get_state(app).accounts.set_active("alice", active=False)
 
     responses = await asyncio.gather(
         *(client.get("/protected", headers=bearer(pair["access_token"])) for _ in range(20))

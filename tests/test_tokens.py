@@ -24,6 +24,7 @@ from service.core.tokens import (
     encode_token,
     rfc7638_thumbprint,
 )
+from service.core.verifier import TokenVerifier
 
 NOW = 1_800_000_000
 ISSUER = "auth-service"
@@ -752,49 +753,66 @@ def _count_signature_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_a_token_seen_before_is_not_verified_again(
+def test_decode_token_alone_remembers_nothing(
     token_settings: TokenSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = access_token(token_settings)
     checks = _count_signature_checks(monkeypatch)
 
-    first = decode_token(token_settings, token, expected_type="access", now=NOW)
-    again = [decode_token(token_settings, token, expected_type="access", now=NOW + 60)]
+    decode_token(token_settings, token, expected_type="access", now=NOW)
+    decode_token(token_settings, token, expected_type="access", now=NOW)
+
+    assert checks == [token, token]
+
+
+def test_a_token_seen_before_is_not_verified_again(
+    token_settings: TokenSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(token_settings)
+    token = access_token(token_settings)
+    checks = _count_signature_checks(monkeypatch)
+
+    first = verifier.decode(token, expected_type="access", now=NOW)
+    again = [verifier.decode(token, expected_type="access", now=NOW + 60)]
 
     assert checks == [token]
     assert again == [first]
-    assert len(token_settings.verified) == 1
+    assert len(verifier.verified) == 1
 
 
 def test_a_remembered_token_still_expires(token_settings: TokenSettings) -> None:
+    verifier = TokenVerifier(token_settings)
     token = access_token(token_settings)
-    decode_token(token_settings, token, expected_type="access", now=NOW)
+    verifier.decode(token, expected_type="access", now=NOW)
 
     with pytest.raises(TokenExpired):
-        decode_token(token_settings, token, expected_type="access", now=NOW + ACCESS_TTL + LEEWAY)
-    assert len(token_settings.verified) == 0
+        verifier.decode(token, expected_type="access", now=NOW + ACCESS_TTL + LEEWAY)
+    assert len(verifier.verified) == 0
 
 
 def test_a_remembered_token_keeps_its_type(token_settings: TokenSettings) -> None:
+    verifier = TokenVerifier(token_settings)
     refresh = encode_token(token_settings, subject="u", token_type="refresh", now=NOW).token
-    decode_token(token_settings, refresh, expected_type="refresh", now=NOW)
+    verifier.decode(refresh, expected_type="refresh", now=NOW)
 
     with pytest.raises(WrongTokenType):
-        decode_token(token_settings, refresh, expected_type="access", now=NOW)
+        verifier.decode(refresh, expected_type="access", now=NOW)
 
 
 def test_a_token_not_yet_valid_is_refused_until_its_time(token_settings: TokenSettings) -> None:
+    verifier = TokenVerifier(token_settings)
     early = access_token(token_settings, now=NOW + 600)
 
     with pytest.raises(TokenInvalid):
-        decode_token(token_settings, early, expected_type="access", now=NOW)
-    assert len(token_settings.verified) == 0
-    assert decode_token(token_settings, early, expected_type="access", now=NOW + 600).subject
+        verifier.decode(early, expected_type="access", now=NOW)
+    assert len(verifier.verified) == 0
+    assert verifier.decode(early, expected_type="access", now=NOW + 600).subject
 
 
 def test_a_token_that_fails_is_not_remembered(
     token_settings: TokenSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    verifier = TokenVerifier(token_settings)
     token = access_token(token_settings)
     header, payload, signature = token.split(".")
     tampered = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
@@ -802,49 +820,48 @@ def test_a_token_that_fails_is_not_remembered(
 
     for _ in range(2):
         with pytest.raises(TokenInvalid):
-            decode_token(token_settings, tampered, expected_type="access", now=NOW)
+            verifier.decode(tampered, expected_type="access", now=NOW)
 
     assert checks == [tampered, tampered]
-    assert len(token_settings.verified) == 0
+    assert len(verifier.verified) == 0
 
 
-def test_settings_with_other_keys_remember_nothing_of_the_old_ones(
+def test_a_verifier_for_other_keys_remembers_nothing_of_the_old_ones(
     token_settings: TokenSettings,
 ) -> None:
     token = access_token(token_settings)
-    decode_token(token_settings, token, expected_type="access", now=NOW)
-    rotated = replace(token_settings, key=SigningKey.hmac("HS256", secrets.token_bytes(48)))
+    TokenVerifier(token_settings).decode(token, expected_type="access", now=NOW)
+    rotated = TokenVerifier(
+        replace(token_settings, key=SigningKey.hmac("HS256", secrets.token_bytes(48)))
+    )
 
     assert len(rotated.verified) == 0
     with pytest.raises(TokenInvalid):
-        decode_token(rotated, token, expected_type="access", now=NOW)
+        rotated.decode(token, expected_type="access", now=NOW)
 
 
 def test_remembered_tokens_are_bounded_least_recently_used_first(
     token_settings: TokenSettings,
 ) -> None:
-    token_settings.verified.max_entries = 3
+    verifier = TokenVerifier(token_settings, max_entries=3)
     tokens = [access_token(token_settings, now=NOW + i) for i in range(4)]
     for token in tokens[:3]:
-        decode_token(token_settings, token, expected_type="access", now=NOW + 10)
-    decode_token(token_settings, tokens[0], expected_type="access", now=NOW + 10)  # used again
-    decode_token(token_settings, tokens[3], expected_type="access", now=NOW + 10)
+        verifier.decode(token, expected_type="access", now=NOW + 10)
+    verifier.decode(tokens[0], expected_type="access", now=NOW + 10)  # used again
+    verifier.decode(tokens[3], expected_type="access", now=NOW + 10)
 
-    assert len(token_settings.verified) == 3
-    assert token_settings.verified.get(tokens[1]) is None
-    assert all(
-        token_settings.verified.get(t) is not None for t in (tokens[0], tokens[2], tokens[3])
-    )
+    assert len(verifier.verified) == 3
+    assert verifier.verified.get(tokens[1]) is None
+    assert all(verifier.verified.get(t) is not None for t in (tokens[0], tokens[2], tokens[3]))
 
 
 def test_remembered_claims_cannot_be_changed_by_one_request_for_the_next(
     token_settings: TokenSettings,
 ) -> None:
+    verifier = TokenVerifier(token_settings)
     token = access_token(token_settings)
-    claims = decode_token(token_settings, token, expected_type="access", now=NOW)
+    claims = verifier.decode(token, expected_type="access", now=NOW)
 
     with pytest.raises(TypeError):
         claims.raw["sub"] = "someone-else"  # type: ignore[index]
-    assert decode_token(token_settings, token, expected_type="access", now=NOW).raw["sub"] == (
-        "user-1"
-    )
+    assert verifier.decode(token, expected_type="access", now=NOW).raw["sub"] == "user-1"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Quart
 
-from service.core.config import Settings
-from service.web.app import AuthExtension
-from service.web.guards import (
+from service import (
+    AuthExtension,
+    Settings,
     current_claims,
     current_user,
     fresh_required,

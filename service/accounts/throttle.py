@@ -24,7 +24,8 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -181,6 +182,16 @@ class Attempt:
     account_keys: tuple[str, ...]
 
 
+class Outcome:
+    """What became of an attempt: a failure unless ``succeeded()`` is called."""
+
+    def __init__(self) -> None:
+        self.success = False
+
+    def succeeded(self) -> None:
+        self.success = True
+
+
 class Throttle:
     def __init__(
         self, limits: ThrottleLimits, redis_url: str | None = None, prefix: str = "auth-service"
@@ -216,6 +227,31 @@ class Throttle:
     async def abandoned(self, attempt: Attempt) -> None:
         """Nothing was checked (e.g. the hashing queue was full): every place comes back."""
         await self.store.release((*attempt.address_keys, *attempt.account_keys), attempt.member)
+
+    @asynccontextmanager
+    async def attempting(
+        self,
+        scope: str,
+        *,
+        account: str | None,
+        ip: str,
+        counts: Callable[[BaseException], bool] = lambda _error: False,
+    ) -> AsyncIterator[Outcome]:
+        """One attempt, start to end: its places are reserved on entry (TooManyAttempts when
+        none is left); the block calls ``outcome.succeeded()`` on a success. On exit a success
+        gives its places back, a failure keeps them, and an error gives them all back unless
+        ``counts(error)`` says it is a failure (a refused token, say) rather than a check that
+        never ran."""
+        attempt = await self.attempt(scope, account=account, ip=ip)
+        outcome = Outcome()
+        try:
+            yield outcome
+        except BaseException as error:
+            if not counts(error):
+                await self.abandoned(attempt)
+            raise
+        if outcome.success:
+            await self.succeeded(attempt)
 
     async def close(self) -> None:
         await self.store.close()

@@ -142,6 +142,24 @@ class ServiceUnavailable(APIError):
     default_detail = "A backing service is unavailable; try again shortly."
 
 
+class HashingBusy(ServiceUnavailable):
+    """The password-hashing queue would make this request wait too long (see core/passwords)."""
+
+    default_detail = "Too many password checks are waiting; try again in a moment."
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(headers={"Retry-After": str(retry_after)})
+
+
+class RedisUnavailable(ServiceUnavailable):
+    """Redis (revocation state, throttle counters) cannot be reached: fail closed."""
+
+    default_detail = "Revocation state (Redis) is unavailable; try again shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
 class Unauthorized(APIError):
     """A 401 with the RFC 6750 challenge; ``invalid_token`` when a token was sent but rejected."""
 

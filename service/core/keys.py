@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from service.core.config import MIN_SECRET_BYTES, ConfigError, Settings
+from service.core.config import MIN_SECRET_BYTES, ConfigError, Settings, resolve_jwt_secret
 from service.core.tokens import HMAC_ALGORITHMS, SigningKey, TokenSettings
 
 GENERATED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
@@ -160,3 +160,28 @@ def jwks(settings: TokenSettings) -> dict[str, Any]:
             kids.add(key.kid)
             published.append(dict(key.public_jwk))
     return {"keys": published}
+
+
+def token_settings(settings: Settings) -> TokenSettings:
+    """The signing key and token rules the settings name; a key that cannot be used is a
+    one-line ConfigError."""
+    algorithm = settings.jwt_algorithm
+    if algorithm in HMAC_ALGORITHMS:
+        key = SigningKey.hmac(algorithm, resolve_jwt_secret(settings))
+    else:
+        if settings.jwt_private_key_file is None:
+            raise ConfigError(f"AUTH_JWT_ALGORITHM={algorithm} needs AUTH_JWT_PRIVATE_KEY_FILE")
+        # load_private_key also turns a key of the wrong type (PyJWT's InvalidKeyError) or a
+        # public-key PEM into the one-line ConfigError, not a traceback.
+        key = load_private_key(
+            algorithm, settings.jwt_private_key_file, "AUTH_JWT_PRIVATE_KEY_FILE"
+        )
+    return TokenSettings(
+        key=key,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=settings.access_token_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+        leeway=settings.jwt_leeway,
+        previous_keys=load_previous_keys(settings),
+    )

@@ -26,7 +26,7 @@ from passlib.context import CryptContext
 from werkzeug.security import check_password_hash
 
 from service.core.config import Settings
-from service.core.errors import ServiceUnavailable
+from service.core.errors import HashingBusy
 
 T = TypeVar("T")
 
@@ -75,13 +75,6 @@ def _werkzeug_cost_is_bounded(method: str) -> bool:
 class Verification:
     ok: bool
     new_hash: str | None
-
-
-class HashingBusy(ServiceUnavailable):
-    default_detail = "Too many password checks are waiting; try again in a moment."
-
-    def __init__(self, retry_after: int = 1) -> None:
-        super().__init__(headers={"Retry-After": str(retry_after)})
 
 
 def _timed(job: Callable[..., T], *args: Any) -> tuple[T, float]:

@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -74,38 +73,6 @@ def rfc7638_thumbprint(jwk: dict[str, Any]) -> str:
     return _b64(hashlib.sha256(canonical.encode()).digest())
 
 
-class VerifiedTokens:
-    """Tokens whose signature, issuer, audience and claim types were verified, with their claims.
-
-    Verifying a token is a pure function of the token, the keys and the clock, and the clock only
-    enters through the time claims: so a token seen before needs only its times checked again,
-    not a second signature check (a client sends the same access token for its whole life).
-    Bounded (least recently used out first); bound to one TokenSettings, so other keys start
-    empty. Only tokens that verified are kept.
-    """
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, Claims] = OrderedDict()
-
-    def get(self, token: str) -> Claims | None:
-        claims = self._entries.get(token)
-        if claims is not None:
-            self._entries.move_to_end(token)
-        return claims
-
-    def put(self, token: str, claims: Claims) -> None:
-        self._entries[token] = claims
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def discard(self, token: str) -> None:
-        self._entries.pop(token, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 @dataclass(frozen=True)
 class TokenSettings:
     key: SigningKey
@@ -115,10 +82,6 @@ class TokenSettings:
     refresh_ttl: int
     leeway: int = 30
     previous_keys: Sequence[SigningKey] = ()
-    # Not an init field: a copy made with other keys (dataclasses.replace) starts empty.
-    verified: VerifiedTokens = field(
-        default_factory=VerifiedTokens, init=False, compare=False, repr=False
-    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +106,13 @@ class Claims:
     def csrf(self) -> str | None:
         value = self.raw.get("csrf")
         return value if isinstance(value, str) else None
+
+    def csrf_matches(self, sent: object) -> bool:
+        """Whether ``sent`` (a header or form value) echoes the ``csrf`` claim, in constant time."""
+        expected = self.csrf
+        if not expected or not isinstance(sent, str) or not sent:
+            return False
+        return secrets.compare_digest(sent.encode(), expected.encode())
 
     @property
     def version(self) -> int:
@@ -210,18 +180,14 @@ def decode_token(
     """Verify ``token``; return its claims or raise TokenInvalid, TokenExpired, WrongTokenType.
 
     The algorithm is pinned to the configured key's; keys named in the token (``jwk``, ``jku``,
-    ``x5u``) are never used; ``kid`` only selects among the configured keys. A token that
-    verified before is found in ``settings.verified``: only its times and type are checked again.
+    ``x5u``) are never used; ``kid`` only selects among the configured keys.
     """
+    return expect_type(verify_token(settings, token, now=now), expected_type)
+
+
+def verify_token(settings: TokenSettings, token: str, *, now: float | None = None) -> Claims:
+    """Everything ``decode_token`` checks but the token's type."""
     clock = time.time() if now is None else now
-    known = settings.verified.get(token)
-    if known is not None:
-        try:
-            _check_times(known.raw, clock, settings.leeway)
-        except TokenExpired:
-            settings.verified.discard(token)
-            raise
-        return _typed(known, expected_type)
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise TokenInvalid()
     try:
@@ -251,10 +217,8 @@ def decode_token(
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise TokenInvalid() from exc
     _check_time_types(payload)
-    _check_times(payload, clock, settings.leeway)
-    claims = _claims(payload)
-    settings.verified.put(token, claims)
-    return _typed(claims, expected_type)
+    check_times(payload, clock, settings.leeway)
+    return _claims(payload)
 
 
 def _check_time_types(payload: dict[str, Any]) -> None:
@@ -271,7 +235,7 @@ def _check_time_types(payload: dict[str, Any]) -> None:
             raise TokenInvalid(f"The '{name}' claim is not a time.")
 
 
-def _check_times(payload: Mapping[str, Any], now: float, leeway: int) -> None:
+def check_times(payload: Mapping[str, Any], now: float, leeway: int) -> None:
     """The values of exp, iat and nbf against ``now`` (their types were checked on first sight)."""
     if float(payload["exp"]) <= now - leeway:
         raise TokenExpired()
@@ -291,7 +255,7 @@ def _select_key(settings: TokenSettings, kid: Any) -> SigningKey:
     raise TokenInvalid("The token was not signed by a key of this service.")
 
 
-def _typed(claims: Claims, expected_type: TokenType) -> Claims:
+def expect_type(claims: Claims, expected_type: TokenType) -> Claims:
     if claims.token_type != expected_type:
         raise WrongTokenType(
             f"This endpoint needs the {expected_type} token, not the {claims.token_type}."

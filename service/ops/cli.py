@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.accounts import auth
+from service.accounts import Accounts
 from service.core.config import ConfigError, load_settings
 from service.core.errors import APIError
 from service.core.keys import GENERATED_ALGORITHMS, generate_private_key_pem, key_from_pem
@@ -22,17 +22,22 @@ from service.ops import importer
 from service.store import migrations
 from service.web.http import validation_errors
 from service.web.schemas import SignupRequest, UserOut
-from service.web.state import AuthState
 
-Command = Callable[[AuthState, argparse.Namespace], Awaitable[str]]
+
+class UsageError(Exception):
+    """What the operator typed cannot be used (a password prompt left, a file in the way); one
+    line on stderr, exit 1. Settings that cannot be used are ConfigError."""
+
+
+Command = Callable[[Accounts, argparse.Namespace], Awaitable[str]]
 # Commands that need neither the settings nor the database (they run even when both are broken).
 LocalCommand = Callable[[argparse.Namespace], str]
 # What a command asks the operator, before the settings are read and the database is opened.
 Prepare = Callable[[argparse.Namespace], None]
 
 
-async def _db_upgrade(state: AuthState, args: argparse.Namespace) -> str:
-    await migrations.upgrade(state.database, args.revision)
+async def _db_upgrade(accounts: Accounts, args: argparse.Namespace) -> str:
+    await migrations.upgrade(accounts.database, args.revision)
     return f"database at {args.revision}"
 
 
@@ -47,17 +52,17 @@ def _read_password(args: argparse.Namespace) -> None:
         return
     # Without a terminal getpass would warn, echo the password, or fail on an empty input.
     if not sys.stdin.isatty():
-        raise ConfigError("no terminal to read the password from; use --password-stdin")
+        raise UsageError("no terminal to read the password from; use --password-stdin")
     try:
         first = getpass.getpass("Password: ")
         if first != getpass.getpass("Repeat password: "):
-            raise ConfigError("the passwords differ")
+            raise UsageError("the passwords differ")
     except EOFError:  # Ctrl-D at the prompt
-        raise ConfigError("no password given") from None
+        raise UsageError("no password given") from None
     args.password = first
 
 
-async def _users_create(state: AuthState, args: argparse.Namespace) -> str:
+async def _users_create(accounts: Accounts, args: argparse.Namespace) -> str:
     try:
         data = SignupRequest.model_validate(
             {
@@ -69,10 +74,8 @@ async def _users_create(state: AuthState, args: argparse.Namespace) -> str:
         )
     except ValidationError as exc:
         issues = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in validation_errors(exc))
-        raise ConfigError(issues) from None
-    user = await auth.register(
-        state.database,
-        state.hasher,
+        raise UsageError(issues) from None
+    user = await accounts.register(
         username=data.username,
         email=data.email,
         password=data.password,
@@ -82,24 +85,24 @@ async def _users_create(state: AuthState, args: argparse.Namespace) -> str:
     return UserOut.model_validate(user).model_dump_json()
 
 
-async def _users_set_roles(state: AuthState, args: argparse.Namespace) -> str:
-    user = await auth.set_roles(state.database, args.username, args.roles)
+async def _users_set_roles(accounts: Accounts, args: argparse.Namespace) -> str:
+    user = await accounts.set_roles(args.username, args.roles)
     return UserOut.model_validate(user).model_dump_json()
 
 
-async def _users_disable(state: AuthState, args: argparse.Namespace) -> str:
-    user = await auth.set_active(state.database, args.username, active=False)
+async def _users_disable(accounts: Accounts, args: argparse.Namespace) -> str:
+    user = await accounts.set_active(args.username, active=False)
     return UserOut.model_validate(user).model_dump_json()
 
 
-async def _users_enable(state: AuthState, args: argparse.Namespace) -> str:
-    user = await auth.set_active(state.database, args.username, active=True)
+async def _users_enable(accounts: Accounts, args: argparse.Namespace) -> str:
+    user = await accounts.set_active(args.username, active=True)
     return UserOut.model_validate(user).model_dump_json()
 
 
-async def _users_import(state: AuthState, args: argparse.Namespace) -> str:
+async def _users_import(accounts: Accounts, args: argparse.Namespace) -> str:
     report = await importer.import_users(
-        state.database, state.hasher, args.url, dry_run=args.dry_run, table=args.table
+        accounts.database, accounts.hasher, args.url, dry_run=args.dry_run, table=args.table
     )
     return report.render()
 
@@ -125,9 +128,9 @@ def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
             # link() creates the name only if it is absent: no check-then-write race.
             os.link(staged, path)
     except FileExistsError:
-        raise ConfigError(f"{path} exists; pass --force to overwrite it") from None
+        raise UsageError(f"{path} exists; pass --force to overwrite it") from None
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
@@ -144,11 +147,11 @@ def _make_private_directories(directory: Path) -> None:
             except FileExistsError:
                 if folder.is_dir():  # made meanwhile by another process
                     continue
-                raise ConfigError(f"{folder} exists and is not a folder") from None
+                raise UsageError(f"{folder} exists and is not a folder") from None
             os.chmod(folder, 0o700)  # whatever the umask
     except OSError as exc:
         failed = exc.filename or directory
-        raise ConfigError(f"cannot create {failed}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot create {failed}: {exc.strerror or exc}") from None
 
 
 def _keys_generate(args: argparse.Namespace) -> str:
@@ -221,13 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run(command: Command, args: argparse.Namespace) -> str:
-    state = AuthState.build(load_settings())
+    settings = load_settings()
+    accounts = Accounts.from_settings(settings)
     try:
-        if args.group != "db" and state.settings.is_sqlite and state.settings.auto_migrate:
-            await migrations.upgrade(state.database)
-        return await command(state, args)
+        if args.group != "db" and settings.is_sqlite and settings.auto_migrate:
+            await migrations.upgrade(accounts.database)
+        return await command(accounts, args)
     finally:
-        await state.close()
+        await accounts.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if prepare is not None:
             prepare(args)
         print(local(args) if local is not None else asyncio.run(_run(args.run, args)))
-    except (ConfigError, APIError) as exc:
+    except (ConfigError, UsageError, APIError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -39,11 +39,11 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service.accounts.auth import UnitOfWork, unit_of_work
 from service.core.config import ConfigError
 from service.core.passwords import PasswordHasher, normalize_password
 from service.store.db import Database
 from service.store.repository import DuplicateUser
+from service.store.unit_of_work import UnitOfWork, unit_of_work
 from service.web.schemas import PASSWORD_MAX, PASSWORD_MIN, USERNAME_PATTERN
 
 SOURCE_TABLES = ("user", "users")

@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from service.core.config import ConfigError, Settings
-from service.store.epoch import Epoch, FileEpoch, RedisEpoch, SubjectCache
 
 
 class Database:
@@ -54,21 +53,6 @@ class Database:
             self.writer = self.reader
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
-        self.epoch: Epoch | None = None
-        if settings.redis_url:
-            self.epoch = RedisEpoch(settings.redis_url, settings.redis_prefix)
-        elif self._sqlite_file is not None:
-            epoch_file = _beside(self._sqlite_file, "-epoch")
-            try:
-                self.epoch = FileEpoch(epoch_file)
-            except OSError as exc:
-                raise _unusable(f"cannot open {epoch_file}", exc) from None
-        self.subjects = SubjectCache(self.epoch) if self.epoch is not None else None
-
-    async def changed(self) -> None:
-        """Announce a committed change to users or token validity: every cache reloads."""
-        if self.epoch is not None:
-            await self.epoch.bump()
 
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
@@ -103,8 +87,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.reset()
-        if self.epoch is not None:
-            await self.epoch.close()
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file (None for PostgreSQL or a SQLite URI)."""
+        return self._sqlite_file
 
 
 # Errors meaning "the database cannot be used right now" (503), not "the request is wrong":
@@ -152,14 +139,15 @@ def _prepare_sqlite_file(url: str) -> Path | None:
     try:
         # Opening for writing also proves that an existing file can be written.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        for owned in (path, _beside(path, "-wal"), _beside(path, "-shm")):
+        for owned in (path, beside(path, "-wal"), beside(path, "-shm")):
             _owner_only(owned)
     except OSError as exc:
         raise _unusable(f"cannot open {path} for writing", exc) from None
     return path
 
 
-def _beside(path: Path, suffix: str) -> Path:
+def beside(path: Path, suffix: str) -> Path:
+    """``path`` with ``suffix`` added to its name (the -wal, -shm and -epoch files)."""
     return path.with_name(path.name + suffix)
 
 

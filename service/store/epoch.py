@@ -18,21 +18,19 @@ Where the counter lives:
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import mmap
 import os
 import struct
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.core.errors import ServiceUnavailable
+from service.core.config import ConfigError
+from service.core.errors import RedisUnavailable
+from service.store.db import Database, beside
 
 _COUNTER = struct.Struct("<Q")
 
@@ -100,52 +98,17 @@ class RedisEpoch:
         await self._redis.aclose()
 
 
-class RedisUnavailable(ServiceUnavailable):
-    default_detail = "Revocation state (Redis) is unavailable; try again shortly."
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
-
-
-@dataclass
-class _Entry:
-    epoch: int
-    loaded_at: float
-    value: Any
-
-
-SubjectKey = tuple[str, str, str | None, int]
-
-
-class SubjectCache:
-    """Verified token subjects by ``(jti, sub, sid, ver)``: every claim the loaded answer
-    depends on. Valid while the epoch has not moved (and ``ttl``)."""
-
-    def __init__(self, epoch: Epoch, *, max_entries: int = 10_000, ttl: float = 60.0) -> None:
-        self.epoch = epoch
-        self.max_entries = max_entries
-        self.ttl = ttl
-        self._entries: OrderedDict[SubjectKey, _Entry] = OrderedDict()
-        # One load per key at a time: a burst of requests with a token nobody has verified yet
-        # waits for the first request's query instead of stampeding the database pool.
-        # Keyed by (key, epoch): a load begun before a change is never shared after it.
-        self.loading: dict[tuple[SubjectKey, int], asyncio.Future[Any]] = {}
-
-    def get(self, key: SubjectKey, epoch: int) -> Any | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.epoch != epoch or time.monotonic() - entry.loaded_at > self.ttl:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry.value
-
-    def put(self, key: SubjectKey, epoch: int, value: Any) -> None:
-        self._entries[key] = _Entry(epoch, time.monotonic(), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
+def open_epoch(database: Database) -> Epoch | None:
+    """The change epoch for this deployment (see the module's docstring), or None: no cache."""
+    settings = database.settings
+    if settings.redis_url:
+        return RedisEpoch(settings.redis_url, settings.redis_prefix)
+    if database.sqlite_file is None:
+        return None
+    epoch_file = beside(database.sqlite_file, "-epoch")
+    try:
+        return FileEpoch(epoch_file)
+    except OSError as exc:
+        raise ConfigError(
+            f"AUTH_DATABASE_URL: cannot open {epoch_file}: {exc.strerror or exc}"
+        ) from None

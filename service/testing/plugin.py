@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from quart.typing import TestClientProtocol
     from werkzeug.datastructures import Headers
 
+    from service.accounts import Accounts
     from service.core.config import Settings
     from service.core.tokens import TokenType
     from service.store.models import User
@@ -156,8 +157,8 @@ class AuthUser:
 class UserMaker:
     """``await make_user(roles=["admin"], disabled=True)``: a user in the app's database."""
 
-    def __init__(self, state: AuthState) -> None:
-        self._state = state
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
         self._numbers = itertools.count(1)
 
     async def __call__(
@@ -170,13 +171,9 @@ class UserMaker:
         roles: Sequence[str] = (),
         disabled: bool = False,
     ) -> AuthUser:
-        from service.accounts import auth
-
-        database = self._state.database
+        accounts = self._accounts
         username = username or f"user{next(self._numbers)}"
-        user = await auth.register(
-            database,
-            self._state.hasher,
+        user = await accounts.register(
             username=username,
             email=email or f"{username}@example.com",
             password=password,
@@ -184,7 +181,7 @@ class UserMaker:
             roles=roles,
         )
         if disabled:
-            user = await auth.set_active(database, username, active=False)
+            user = await accounts.set_active(username, active=False)
         return AuthUser(user, password)
 
 
@@ -200,8 +197,8 @@ class TokenMinter:
     ``jti`` are checked); refresh tokens without one are refused.
     """
 
-    def __init__(self, state: AuthState) -> None:
-        self._state = state
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
 
     async def __call__(
         self,
@@ -216,47 +213,41 @@ class TokenMinter:
         extra_claims: Mapping[str, Any] | None = None,
         session: bool = True,
     ) -> str:
-        from service.accounts import auth
+        from service.accounts import ClientInfo
         from service.core.tokens import decode_token, encode_token
 
-        state = self._state
+        accounts = self._accounts
+        tokens = accounts.tokens
         token_type: TokenType = "refresh" if refresh else "access"
         # Today's roles and token version: the user may have changed since it was made.
-        current = await auth.get_user(state.database, user.id)
+        current = await accounts.get_user(user.id)
         claims: dict[str, Any] = {"ver": current.token_version}
         jti: str | None = None
         if session:
-            pair = await auth.start_session(
-                state.database,
-                state.tokens,
-                current,
-                policy=state.policy,
-                client=auth.Client(user_agent="pytest"),
-                hooks=state.hooks,
-            )
+            pair = await accounts.start_session(current, client=ClientInfo(user_agent="pytest"))
             token = pair.refresh_token if refresh else pair.access_token
             as_issued = (fresh or refresh) and not (
                 expired or age or ttl is not None or roles is not None or extra_claims
             )
             if as_issued:
                 return token
-            issued = decode_token(state.tokens, token, expected_type=token_type)
+            issued = decode_token(tokens, token, expected_type=token_type)
             claims = {k: v for k, v in issued.raw.items() if k not in _REGISTERED_CLAIMS}
             if refresh:
                 jti = issued.jti  # the session's live refresh token: rotation accepts only it
-        elif not refresh and state.hooks.additional_claims is not None:
-            claims = {**await state.hooks.additional_claims(current), **claims}
+        elif not refresh and accounts.hooks.additional_claims is not None:
+            claims = {**await accounts.hooks.additional_claims(current), **claims}
 
         now = int(time.time())
-        default_ttl = state.tokens.refresh_ttl if refresh else state.tokens.access_ttl
+        default_ttl = tokens.refresh_ttl if refresh else tokens.access_ttl
         lifetime = default_ttl if ttl is None else ttl
         issued_at = now - age
         expires_at = issued_at + lifetime
         if expired:
-            expires_at = min(expires_at, now - state.tokens.leeway - 1)
+            expires_at = min(expires_at, now - tokens.leeway - 1)
             issued_at = min(issued_at, expires_at - lifetime)
         return encode_token(
-            state.tokens,
+            tokens,
             subject=str(current.id),
             token_type=token_type,
             now=issued_at,
@@ -364,7 +355,7 @@ def _fixtures_plugin() -> types.ModuleType:
 
     @pytest.fixture
     def make_user(auth_state: AuthState) -> UserMaker:
-        return UserMaker(auth_state)
+        return UserMaker(auth_state.accounts)
 
     @pytest_asyncio.fixture
     async def auth_user(make_user: UserMaker) -> AuthUser:
@@ -372,7 +363,7 @@ def _fixtures_plugin() -> types.ModuleType:
 
     @pytest.fixture
     def mint_token(auth_state: AuthState) -> TokenMinter:
-        return TokenMinter(auth_state)
+        return TokenMinter(auth_state.accounts)
 
     @pytest.fixture
     def bearer_client(auth_app: Quart) -> BearerClientFactory:

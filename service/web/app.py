@@ -20,6 +20,7 @@ from service.core.audit import configure_audit_logging, current_request_id
 from service.core.config import Settings, load_settings
 from service.core.errors import (
     APIError,
+    RedisUnavailable,
     ServiceUnavailable,
     ValidationFailed,
     error_for_status,
@@ -28,7 +29,6 @@ from service.core.errors import (
 from service.core.logs import escape_log_records
 from service.store import migrations
 from service.store.db import DATABASE_UNAVAILABLE
-from service.store.epoch import RedisUnavailable
 from service.web.envelope import RequestEnvelope
 from service.web.http import validation_errors
 from service.web.inflight import InFlight
@@ -119,7 +119,7 @@ async def _database_unavailable(error: Exception) -> Response:
         current_request_id(),
         error.__class__.__name__,
     )
-    await get_state().database.reset()
+    await get_state().accounts.database.reset()
     return problem_response(
         ServiceUnavailable(
             "The database is unavailable; try again shortly.", headers={"Retry-After": "1"}
@@ -184,8 +184,8 @@ class AuthExtension:
         @app.before_serving
         async def _start() -> None:
             if settings.is_sqlite and settings.auto_migrate:
-                await migrations.upgrade(state.database)
-            await state.hasher.dummy_hash()
+                await migrations.upgrade(state.accounts.database)
+            await state.accounts.hasher.dummy_hash()
 
         @app.after_serving
         async def _stop() -> None:

@@ -8,17 +8,15 @@ with the cookie, unsafe methods must pass the CSRF check.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
-from quart import g, request
+from quart import g
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
-from service.accounts.auth import verify_access
 from service.core.errors import (
     AccountDisabled,
     CsrfFailed,
@@ -30,10 +28,11 @@ from service.core.errors import (
     TokenRevoked,
     WrongTokenType,
 )
-from service.core.tokens import Claims, decode_token
+from service.core.tokens import Claims
 from service.store.models import User
 from service.web.http import documents_errors
-from service.web.state import get_state
+from service.web.state import get_accounts
+from service.web.transport import Transport, access_token, check_csrf, require_same_site
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,14 +40,8 @@ View = Callable[P, Awaitable[R]]
 
 GUARD_ATTRIBUTE = "_auth_guard"
 SECURITY_REQUIREMENTS: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"oauth2": []}]
-ACCESS_COOKIE = "access_token_cookie"
-REFRESH_COOKIE = "refresh_token_cookie"
-CSRF_COOKIE = "csrf_access_token"
-CSRF_HEADER = "X-CSRF-Token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _AUTH = "_auth_context"
 
-Transport = Literal["header", "cookie"]
 GUARD_ERRORS = (
     TokenMissing,
     TokenInvalid,
@@ -66,45 +59,6 @@ class AuthContext:
     transport: Transport
 
 
-def request_token(cookie_name: str = ACCESS_COOKIE) -> tuple[str, Transport]:
-    """The bearer token, else the cookie; TokenMissing when neither was sent."""
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip(), "header"
-        raise TokenMissing()
-    cookie = request.cookies.get(cookie_name)
-    if cookie:
-        return cookie, "cookie"
-    raise TokenMissing()
-
-
-def check_csrf(claims: Claims) -> None:
-    """For cookie-borne tokens on unsafe methods: the request comes from this site, and the
-    header echoes the token's ``csrf``."""
-    if request.method in SAFE_METHODS:
-        return
-    require_same_site()
-    expected, sent = claims.csrf, request.headers.get(CSRF_HEADER, "")
-    if not expected or not sent or not secrets.compare_digest(expected, sent):
-        raise CsrfFailed()
-
-
-def from_this_site() -> bool:
-    """The cross-site check (``service/web/origin.py``) on this request's headers."""
-    headers = request.headers
-    return get_state().origins.allows(
-        origin=headers.get("Origin"), fetch_site=headers.get("Sec-Fetch-Site"), host=request.host
-    )
-
-
-def require_same_site() -> None:
-    """CsrfFailed (403) for a request another site's page made the browser send."""
-    if not from_this_site():
-        raise CsrfFailed("The request came from another site.")
-
-
 def same_site_required(view: View[P, R]) -> View[P, R]:
     """For endpoints that set the session cookies: refuse requests sent from another site
     (login CSRF), before the body is read."""
@@ -117,27 +71,15 @@ def same_site_required(view: View[P, R]) -> View[P, R]:
     return documents_errors(CsrfFailed)(checked)
 
 
-async def authenticate() -> AuthContext:
+async def authenticate_request() -> AuthContext:
     """Verify the request's access token and load its user; the hooks are awaited here."""
-    state = get_state()
-    token, transport = request_token()
-    claims = decode_token(state.tokens, token, expected_type="access")
+    accounts = get_accounts()
+    token, transport = access_token()
+    claims = accounts.decode(token, expected_type="access")
     if transport == "cookie":
         check_csrf(claims)
-    user = await load_user(claims)
+    user = await accounts.user_for(claims)
     return AuthContext(user=user, claims=claims, transport=transport)
-
-
-async def load_user(claims: Claims) -> User:
-    """The user of verified access-token claims, through the awaited hooks; else an APIError."""
-    state = get_state()
-    hooks = state.hooks
-    if hooks.revocation_check is not None and await hooks.revocation_check(claims):
-        raise TokenRevoked()
-    user = await verify_access(state.database, claims)
-    if hooks.user_loader is not None:
-        user = await hooks.user_loader(claims, user)
-    return user
 
 
 def _guard(
@@ -148,7 +90,7 @@ def _guard(
     def decorator(view: View[P, R]) -> View[P, R]:
         @wraps(view)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            context = await authenticate()
+            context = await authenticate_request()
             if check is not None:
                 check(context)
             setattr(g, _AUTH, context)

@@ -32,6 +32,8 @@ PROBLEMS_ATTRIBUTE = "_auth_problem_responses"
 MEDIA_TYPES_ATTRIBUTE = "_auth_request_media_types"
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
+# Token-bearing answers are never stored by caches (RFC 6749 §5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FORM_FIELDS = 32
 MAX_JSON_DEPTH = 8
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.accounts import TokenPair
 from service.core.password_policy import password_problem
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
@@ -244,3 +245,12 @@ class Problem(BaseModel):
 
 SessionList = RootModel[list[SessionOut]]
 UserList = RootModel[list[UserOut]]
+
+
+def pair_out(pair: TokenPair) -> TokenPairOut:
+    return TokenPairOut(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        refresh_expires_in=pair.refresh_expires_in,
+    )

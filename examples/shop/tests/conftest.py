@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from examples.shop.app import create_shop_app
-from service.testing.plugin import AppFactory, enable
+from service.testing import AppFactory, enable
 
 
 def pytest_configure(config: pytest.Config) -> None:

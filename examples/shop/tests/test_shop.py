@@ -6,7 +6,7 @@ from typing import Any
 
 from quart.typing import TestClientProtocol as Client
 
-from service.testing.plugin import AuthUser, BearerClientFactory, TokenMinter, UserMaker
+from service.testing import AuthUser, BearerClientFactory, TokenMinter, UserMaker
 
 
 async def problem(response: Any) -> tuple[int, str]:

@@ -5,19 +5,18 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import tag_blueprint, validate_response
 
-from service.accounts import auth
-from service.core.errors import InvalidCredentials, TooManyAttempts
-from service.core.passwords import HashingBusy
+from service.core.errors import HashingBusy, InvalidCredentials, TooManyAttempts
 from service.web.guards import current_claims, same_site_required, token_required
-from service.web.http import ModelResponse, documents_errors, documents_no_content, validate_body
-from service.web.routes.common import (
+from service.web.http import (
     NO_STORE,
-    attach_session_cookies,
-    detach_session_cookies,
-    password_login,
+    ModelResponse,
+    documents_errors,
+    documents_no_content,
+    validate_body,
 )
 from service.web.schemas import CookieLoginOut, LoginRequest, UserOut
-from service.web.state import get_state
+from service.web.state import get_accounts
+from service.web.transport import attach_session_cookies, client_info, detach_session_cookies
 
 blueprint = Blueprint("browser", __name__)
 tag_blueprint(blueprint, ["auth"])
@@ -36,7 +35,9 @@ async def create_session(data: LoginRequest) -> ModelResponse:
     outside development); `csrf_access_token` is readable by scripts, to be echoed in
     `X-CSRF-Token` on unsafe requests.
     """
-    user, pair = await password_login(data.username, data.password, cookie=True)
+    user, pair = await get_accounts().login(
+        data.username, data.password, client=client_info(), with_csrf=True
+    )
     attach_session_cookies(pair)
     body = CookieLoginOut(**UserOut.model_validate(user).model_dump(), csrf_token=pair.csrf or "")
     return body, 200, NO_STORE
@@ -47,6 +48,6 @@ async def create_session(data: LoginRequest) -> ModelResponse:
 @documents_no_content
 async def delete_session() -> tuple[str, int]:
     """Log a browser out: revokes the session and clears its cookies"""
-    await auth.logout(get_state().database, current_claims())
+    await get_accounts().logout(current_claims())
     detach_session_cookies()
     return "", 204

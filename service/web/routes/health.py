@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from quart import Blueprint, current_app
+from quart import Blueprint
 from quart_schema import tag_blueprint, validate_response
 
 from service.core.errors import ServiceUnavailable
-from service.store.db import UNAVAILABLE_ERRORS
-from service.store.epoch import RedisEpoch
 from service.web.http import documents_errors
 from service.web.schemas import HealthOut, ReadyOut
-from service.web.state import get_state
+from service.web.state import get_accounts
 
 blueprint = Blueprint("health", __name__)
 tag_blueprint(blueprint, ["operations"])
@@ -30,14 +26,4 @@ async def health() -> HealthOut:
 @documents_errors(ServiceUnavailable)
 async def ready() -> ReadyOut:
     """Readiness: the database (and Redis, when configured) answers"""
-    database = get_state().database
-    try:
-        await database.ping()
-    except UNAVAILABLE_ERRORS as exc:
-        current_app.logger.warning("readiness check failed: %s", exc.__class__.__name__)
-        raise ServiceUnavailable("The database is not reachable.") from None
-    checks: dict[str, Literal["ok"]] = {"database": "ok"}
-    if isinstance(database.epoch, RedisEpoch):
-        await database.epoch.ping()  # RedisUnavailable: 503
-        checks["redis"] = "ok"
-    return ReadyOut(checks=checks)
+    return ReadyOut(checks=await get_accounts().readiness())

@@ -10,7 +10,7 @@ from quart_schema import tag_blueprint, validate_response
 
 from service.core.keys import jwks as key_set
 from service.web.http import ModelResponse
-from service.web.state import get_state
+from service.web.state import get_accounts
 
 blueprint = Blueprint("keys", __name__)
 tag_blueprint(blueprint, ["keys"])
@@ -32,4 +32,4 @@ async def jwks() -> ModelResponse:
     listed after the current one until their tokens expire. HMAC keys are secret and never listed:
     with an HS* algorithm the set is empty.
     """
-    return JWKSOut.model_validate(key_set(get_state().tokens)), 200, JWKS_CACHE
+    return JWKSOut.model_validate(key_set(get_accounts().tokens)), 200, JWKS_CACHE

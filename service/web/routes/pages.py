@@ -11,7 +11,6 @@ login throttle. The pages run under a CSP with no script at all, and are never c
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,23 +20,21 @@ from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, redirect, render_template, request, send_file, url_for
 from quart_schema import hide
 
-from service.accounts import auth
+from service.accounts import TokenPair
 from service.core.errors import APIError, InvalidCredentials, Unauthorized, UserExists
-from service.core.tokens import Claims, decode_token
+from service.core.tokens import Claims
 from service.store.models import User
-from service.web.guards import ACCESS_COOKIE, from_this_site, load_user
-from service.web.http import FORM_TYPE, read_body
-from service.web.routes.common import (
-    NO_STORE,
+from service.web.http import FORM_TYPE, NO_STORE, read_body
+from service.web.schemas import LoginRequest, SignupRequest
+from service.web.state import get_accounts
+from service.web.transport import (
+    ACCESS_COOKIE,
     AnyResponse,
     clear_session_cookies,
-    password_login,
+    client_info,
+    from_this_site,
     set_session_cookies,
-    signup_user,
-    start_session,
 )
-from service.web.schemas import LoginRequest, SignupRequest
-from service.web.state import get_state
 
 blueprint = Blueprint("web", __name__)
 M = TypeVar("M", bound=BaseModel)
@@ -123,18 +120,19 @@ async def _cookie_session() -> CookieSession | None:
     token = request.cookies.get(ACCESS_COOKIE)
     if not token:
         return None
+    accounts = get_accounts()
     try:
-        claims = decode_token(get_state().tokens, token, expected_type="access")
-        user = await load_user(claims)
+        claims = accounts.decode(token, expected_type="access")
+        user = await accounts.user_for(claims)
     except Unauthorized:
         return None
     return CookieSession(user=user, claims=claims)
 
 
-async def _logged_in(pair: auth.TokenPair, replaced: CookieSession | None) -> AnyResponse:
+async def _logged_in(pair: TokenPair, replaced: CookieSession | None) -> AnyResponse:
     """Set the new session's cookies and go to the dashboard; the session replaced here ends."""
     if replaced is not None:
-        await auth.logout(get_state().database, replaced.claims)
+        await get_accounts().logout(replaced.claims)
     response = _see_other("web.dashboard")
     set_session_cookies(response, pair)
     return response
@@ -235,7 +233,9 @@ async def login_submit() -> AnyResponse:
         data = _validate(LoginRequest, form, state, {})
         if data is not None:
             replaced = await _cookie_session()
-            _, pair = await password_login(data.username, data.password, cookie=True)
+            _, pair = await get_accounts().login(
+                data.username, data.password, client=client_info(), with_csrf=True
+            )
             return await _logged_in(pair, replaced)
     except InvalidCredentials as error:
         state.errors["password"] = error.detail
@@ -262,8 +262,11 @@ async def signup_submit() -> AnyResponse:
             del form["name"]  # the optional field left blank
         data = _validate(SignupRequest, form, state, SIGNUP_MESSAGES)
         if data is not None:
-            user = await signup_user(data)
-            pair = await start_session(user, with_csrf=True)
+            accounts = get_accounts()
+            user = await accounts.register(
+                username=data.username, email=data.email, password=data.password, name=data.name
+            )
+            pair = await accounts.start_session(user, client=client_info(), with_csrf=True)
             return await _logged_in(pair, await _cookie_session())
     except UserExists as error:
         if error.field in SIGNUP_FIELDS:
@@ -289,14 +292,9 @@ async def logout_submit() -> AnyResponse:
         sent = None
     session = await _cookie_session()
     if session is not None:
-        expected = session.claims.csrf
-        if not (
-            isinstance(sent, str)
-            and expected
-            and secrets.compare_digest(sent.encode(), expected.encode())
-        ):
+        if not session.claims.csrf_matches(sent):
             return await _refused()
-        await auth.logout(get_state().database, session.claims)
+        await get_accounts().logout(session.claims)
     # Without a live session there is nothing to revoke: only stale cookies to clear.
     response = _see_other("web.login_page")
     clear_session_cookies(response)

@@ -7,11 +7,11 @@ from typing import Any
 from quart import Blueprint, request, url_for
 from quart_schema import tag_blueprint, validate_response
 
-from service.accounts import auth
 from service.core.errors import (
     AccountDisabled,
     CsrfFailed,
     ErrorCode,
+    HashingBusy,
     InvalidCredentials,
     OAuthError,
     PayloadTooLarge,
@@ -26,17 +26,11 @@ from service.core.errors import (
     ValidationFailed,
     WrongTokenType,
 )
-from service.core.passwords import HashingBusy
-from service.web.guards import (
-    REFRESH_COOKIE,
-    current_claims,
-    current_user,
-    require_same_site,
-    token_required,
-)
+from service.web.guards import current_claims, current_user, token_required
 from service.web.http import (
     FORM_TYPE,
     JSON_TYPE,
+    NO_STORE,
     ModelResponse,
     documents_body,
     documents_errors,
@@ -44,14 +38,6 @@ from service.web.http import (
     parse_model,
     read_body,
     validate_body,
-)
-from service.web.routes.common import (
-    NO_STORE,
-    attach_session_cookies,
-    pair_out,
-    password_login,
-    signup_user,
-    throttled_refresh,
 )
 from service.web.schemas import (
     LoginRequest,
@@ -61,8 +47,17 @@ from service.web.schemas import (
     TokenPairOut,
     TokenRequest,
     UserOut,
+    pair_out,
 )
-from service.web.state import get_state
+from service.web.state import get_accounts
+from service.web.transport import (
+    CSRF_HEADER,
+    REFRESH_COOKIE,
+    attach_session_cookies,
+    bearer_token,
+    client_info,
+    require_same_site,
+)
 
 blueprint = Blueprint("auth", __name__)
 tag_blueprint(blueprint, ["auth"])
@@ -89,7 +84,9 @@ async def signup(data: SignupRequest) -> ModelResponse:
 
     JSON or form body. Usernames and emails are unique in any letter case.
     """
-    user = await signup_user(data)
+    user = await get_accounts().register(
+        username=data.username, email=data.email, password=data.password, name=data.name
+    )
     location = url_for("users.user_by_id", user_id=user.id)
     return UserOut.model_validate(user), 201, {"Location": location}
 
@@ -103,7 +100,7 @@ async def login(data: LoginRequest) -> ModelResponse:
 
     Starts a session (device) and returns a fresh access token and a refresh token.
     """
-    _, pair = await password_login(data.username, data.password, cookie=False)
+    _, pair = await get_accounts().login(data.username, data.password, client=client_info())
     return pair_out(pair), 200, NO_STORE
 
 
@@ -125,11 +122,11 @@ async def token() -> ModelResponse:
         if data.grant_type == "refresh_token":
             if not data.refresh_token:
                 raise _missing("refresh_token")
-            pair = await throttled_refresh(data.refresh_token, cookie=False)
+            pair = await get_accounts().refresh(data.refresh_token, client=client_info())
         else:
             if data.username is None or data.password is None:
                 raise _missing(*(n for n in ("username", "password") if getattr(data, n) is None))
-            _, pair = await password_login(data.username, data.password, cookie=False)
+            _, pair = await get_accounts().login(data.username, data.password, client=client_info())
     except (ValidationFailed, UnsupportedMediaType, InvalidCredentials) as exc:
         raise OAuthError.from_api_error(exc) from None
     except REFUSED_GRANTS as exc:
@@ -164,12 +161,9 @@ def _missing(*names: str) -> ValidationFailed:
 
 async def _presented_refresh_token() -> tuple[str, bool]:
     """The refresh token: as Bearer, as JSON ``refresh_token``, or as the refresh cookie."""
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip(), False
-        raise TokenMissing("Send the refresh token as 'Authorization: Bearer <refresh token>'.")
+    token = bearer_token("Send the refresh token as 'Authorization: Bearer <refresh token>'.")
+    if token is not None:
+        return token, False
     if request.content_length or request.mimetype:
         body = parse_model(RefreshRequest, await read_body((JSON_TYPE, FORM_TYPE)))
         if body.refresh_token:
@@ -194,7 +188,12 @@ async def refresh() -> ModelResponse:
     raw, from_cookie = await _presented_refresh_token()
     if from_cookie:
         require_same_site()
-    pair = await throttled_refresh(raw, cookie=from_cookie)
+    pair = await get_accounts().refresh(
+        raw,
+        client=client_info(),
+        csrf_header=request.headers.get(CSRF_HEADER),
+        cookie=from_cookie,
+    )
     if from_cookie:
         attach_session_cookies(pair)
     return pair_out(pair), 200, NO_STORE
@@ -206,7 +205,7 @@ async def refresh() -> ModelResponse:
 @documents_no_content
 async def logout() -> tuple[str, int]:
     """Log out: revoke this access token and its session"""
-    await auth.logout(get_state().database, current_claims())
+    await get_accounts().logout(current_claims())
     return "", 204
 
 
@@ -216,5 +215,5 @@ async def logout() -> tuple[str, int]:
 @documents_no_content
 async def logout_all() -> tuple[str, int]:
     """Log out everywhere: revoke every session and token of this user"""
-    await auth.logout_all(get_state().database, current_user().id)
+    await get_accounts().logout_all(current_user().id)
     return "", 204

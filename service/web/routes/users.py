@@ -7,15 +7,14 @@ import uuid
 from quart import Blueprint, request
 from quart_schema import tag_blueprint, validate_querystring, validate_response
 
-from service.accounts import auth
 from service.core.errors import (
     FreshTokenRequired,
+    HashingBusy,
     InvalidCredentials,
     NotFound,
     TooManyAttempts,
     UserExists,
 )
-from service.core.passwords import HashingBusy
 from service.web.guards import (
     current_claims,
     current_user,
@@ -35,7 +34,8 @@ from service.web.schemas import (
     UserList,
     UserOut,
 )
-from service.web.state import get_state
+from service.web.state import get_accounts
+from service.web.transport import client_info
 
 blueprint = Blueprint("users", __name__)
 tag_blueprint(blueprint, ["users"])
@@ -70,8 +70,7 @@ async def update_me(data: ProfileUpdate) -> UserOut:
     """
     if data.email is not None and data.email.lower() != current_user().email:
         require_fresh(current_claims())
-    user = await auth.update_profile(
-        get_state().database,
+    user = await get_accounts().update_profile(
         current_user().id,
         name=data.name,
         email=data.email,
@@ -90,17 +89,13 @@ async def change_password(data: PasswordChange) -> tuple[str, int]:
 
     Every other session is revoked; this one stays signed in.
     """
-    state = get_state()
     session_id = current_claims().session_id
-    await auth.change_password(
-        state.database,
-        state.hasher,
+    await get_accounts().change_password(
         current_user(),
         current_password=data.current_password,
         new_password=data.new_password,
         keep_session=uuid.UUID(session_id) if session_id else None,
-        throttle=state.throttle,
-        ip=request.remote_addr or "unknown",
+        client=client_info(),
     )
     return "", 204
 
@@ -111,7 +106,7 @@ async def change_password(data: PasswordChange) -> tuple[str, int]:
 async def sessions() -> SessionList:
     """Your sessions (devices): one per login, with when and from where"""
     current = current_claims().session_id
-    families = await auth.list_sessions(get_state().database, current_user())
+    families = await get_accounts().list_sessions(current_user())
     return SessionList(
         [
             SessionOut.model_validate(family).model_copy(
@@ -128,7 +123,7 @@ async def sessions() -> SessionList:
 @documents_no_content
 async def revoke_session(session_id: uuid.UUID) -> tuple[str, int]:
     """Sign out one session (device): its refresh and access tokens stop working"""
-    await auth.revoke_session(get_state().database, current_user(), session_id)
+    await get_accounts().revoke_session(current_user(), session_id)
     return "", 204
 
 
@@ -146,7 +141,7 @@ async def user_by_id(user_id: uuid.UUID) -> UserOut:
         return UserOut.model_validate(user)
     if "admin" not in current_claims().roles:
         raise NotFound()
-    return UserOut.model_validate(await auth.get_user(get_state().database, user_id))
+    return UserOut.model_validate(await get_accounts().get_user(user_id))
 
 
 @blueprint.get("/admin/users")
@@ -159,9 +154,7 @@ async def admin_users(query_args: AdminUsersQuery) -> ModelResponse:
     `limit` (1 to 200, default 50) users after `cursor`; the next page's cursor is in the
     `Link: <...>; rel="next"` header (and `X-Next-Cursor`) while there are more.
     """
-    users = await auth.list_users(
-        get_state().database, limit=query_args.limit + 1, after=query_args.cursor
-    )
+    users = await get_accounts().list_users(limit=query_args.limit + 1, after=query_args.cursor)
     page, more = users[: query_args.limit], len(users) > query_args.limit
     headers: dict[str, str] = {}
     if more:

@@ -1,0 +1,36 @@
+"""The unit of work: one transaction whose repositories share its session.
+
+Nothing is kept unless ``commit`` runs; leaving the block rolls back whatever was not committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from service.store.db import Database
+from service.store.repository import FamilyRepository, RevocationRepository, UserRepository
+
+
+class UnitOfWork:
+    def __init__(self, database: Database, *, write: bool) -> None:
+        self._database = database
+        self._write = write
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[UnitOfWork]:
+        async with self._database.session(write=self._write) as session:
+            self.session = session
+            self.users = UserRepository(session)
+            self.families = FamilyRepository(session)
+            self.revocations = RevocationRepository(session)
+            yield self
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+
+@asynccontextmanager
+async def unit_of_work(database: Database, *, write: bool = False) -> AsyncIterator[UnitOfWork]:
+    async with UnitOfWork(database, write=write).begin() as uow:
+        yield uow
