@@ -13,6 +13,7 @@ from quart.typing import TestClientProtocol
 
 from service.accounts.hooks import AuthHooks
 from service.core.config import Settings
+from service.testing.plugin import isolated_settings
 from service.web.app import create_app
 
 # Aliased so pytest does not try to collect a class whose name starts with "Test".
@@ -23,18 +24,9 @@ PASSWORD = "correct horse battery staple"
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Testing settings: a SQLite file under tmp_path and cheap argon2 parameters."""
-    values: dict[str, Any] = {
-        "env": "testing",
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
-        "instance_path": tmp_path / "instance",
-        "argon2_memory_cost": 1024,
-        "argon2_time_cost": 1,
-        "argon2_parallelism": 1,
-        "hash_workers": 2,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
+    """The plugin's testing settings (``auth_settings``): a SQLite file under tmp_path, cheap
+    argon2 parameters, nothing read from the environment."""
+    return isolated_settings(tmp_path, **overrides)
 
 
 @dataclass(frozen=True)
