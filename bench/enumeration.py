@@ -1,4 +1,4 @@
-"""Login timing for an unknown user, a wrong password and a disabled account (issue: no enumeration).
+"""Login timing of an unknown user, a wrong password and a disabled account (no enumeration).
 
 Starts the service (hypercorn, default argon2 parameters, throttling off) on a temporary SQLite
 database, then measures TRIES interleaved logins of each kind and prints the medians and their
@@ -34,13 +34,28 @@ def main() -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTH_")}
     env.update(
-        PYTHONPATH=str(ROOT), AUTH_ENV="testing", AUTH_JWT_SECRET="e" * 48,
+        PYTHONPATH=str(ROOT),
+        AUTH_ENV="testing",
+        AUTH_JWT_SECRET="e" * 48,
         AUTH_THROTTLE_ENABLED="false",
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "-c", str(ROOT / "hypercorn.toml"), "--bind",
-         f"127.0.0.1:{port}", "--access-logfile", "/dev/null", "service.asgi:app"],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server = subprocess.Popen(  # noqa: S603 (a fixed command of this script)
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "-c",
+            str(ROOT / "hypercorn.toml"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "/dev/null",
+            "service.asgi:app",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -52,13 +67,16 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.1)
             for name in ("alice", "dora"):
-                client.post("/signup", json={"username": name, "email": f"{name}@x.io",
-                                             "password": PASSWORD})
+                client.post(
+                    "/signup",
+                    json={"username": name, "email": f"{name}@x.io", "password": PASSWORD},
+                )
             subprocess.run(
                 [sys.executable, "-m", "service", "users", "disable", "dora"],
-                cwd=workdir, env={**env, "AUTH_DATABASE_URL":
-                                  f"sqlite+aiosqlite:///{workdir}/instance/auth.db"},
-                check=True, capture_output=True,
+                cwd=workdir,
+                env={**env, "AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/instance/auth.db"},
+                check=True,
+                capture_output=True,
             )
             cases = {
                 "unknown user": {"username": "nobody", "password": PASSWORD},
@@ -80,7 +98,9 @@ def main() -> None:
         low, high = min(medians.values()), max(medians.values())
         print(f"{TRIES} tries each, default argon2 parameters, {os.cpu_count()} cores")
         for case, median in medians.items():
-            print(f"  {case:17s} median {median * 1000:7.1f} ms  (status bodies: {len(bodies[case])})")
+            print(
+                f"  {case:17s} median {median * 1000:7.1f} ms  (status bodies: {len(bodies[case])})"
+            )
         print(f"  spread of the medians: {(high - low) / low * 100:.1f}% (target: within ~10%)")
         print(f"  identical bodies across cases: {len(set().union(*bodies.values())) == 1}")
     finally:

@@ -1,6 +1,7 @@
-"""The floor: a bare Quart route, no token, no database, served on the service's hypercorn config.
+"""The floor: a bare Quart route, no token, no database, served as ours is:
 
-    hypercorn -c hypercorn.toml --workers 2 --access-logfile '' --bind 127.0.0.1:PORT quart_floor:app
+    python -m service.serve --config hypercorn.toml --workers 2 --access-logfile none
+        --bind 127.0.0.1:PORT quart_floor:app
 """
 
 from __future__ import annotations
