@@ -1,4 +1,6 @@
-"""The floor: a bare Quart route, no token, no database, served as ours is:
+"""The floor: a bare Quart route, no token, no database.
+
+Served as ours is (bench/harness/catalog.py builds the command):
 
     python -m service.serve --config hypercorn.toml --workers 2 --access-logfile none
         --bind 127.0.0.1:PORT quart_floor:app
