@@ -1,0 +1,237 @@
+"""Which servers the benchmark runs, and exactly how each is started."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness.server import Spec
+from harness.settings import EMAIL, HOST, PASSWORD, PEERS, USERNAME, Settings
+from harness.source import Source
+
+OURS = "ours-hypercorn"  # the README's way to serve: python -m service.serve, hypercorn.toml
+FLOOR = "quart-floor"
+CACHED_USER = "diag-cached-user"
+SERVE = "python -m service.serve"
+GRANIAN_FLAGS = (
+    "--interface",
+    "asgi",
+    "--loop",
+    "uvloop",
+    "--http",
+    "1",
+    "--no-ws",
+    "--workers",
+    "2",
+)
+NO_ACCESS_LOG = ("--access-logfile", "none")
+
+
+@dataclass
+class Catalog:
+    settings: Settings
+    tmp: Path
+    secret: str
+    ports: Iterator[int]
+
+    def _bin(self, name: str) -> str:
+        return str(self.settings.bin_dir / name)
+
+    def _serve(self, source: Source, port: int, *args: str) -> list[str]:
+        """The README's several-worker server (one SO_REUSEPORT socket per worker)."""
+        toml = str(source.path / "hypercorn.toml")
+        return [
+            *(self.settings.python, "-m", "service.serve", "--config", toml, "--workers", "2"),
+            *("--bind", f"{HOST}:{port}", *args),
+        ]
+
+    def _granian(self, port: int, app: str) -> list[str]:
+        return [self._bin("granian"), *GRANIAN_FLAGS, "--host", HOST, "--port", str(port), app]
+
+    def _uvicorn(self, port: int, app: str) -> list[str]:
+        flags = ("--workers", "2", "--no-access-log", "--host", HOST, "--port", str(port))
+        return [self._bin("uvicorn"), *flags, app]
+
+    def ours(self, name: str, label: str, source: Source, command: list[str], port: int) -> Spec:
+        """Our service from ``source``, on a fresh SQLite database with the bench user."""
+        workdir = self.tmp / name
+        service = [self.settings.python, "-m", "service"]
+        env = {
+            "AUTH_ENV": "development",
+            "AUTH_JWT_SECRET": self.secret,
+            "AUTH_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/auth.db",
+            "PYTHONPATH": str(source.path),
+        }
+        create = [*service, "users", "create", USERNAME, "--email", EMAIL, "--password-stdin"]
+        setup = [([*service, "db", "upgrade"], ""), (create, PASSWORD + "\n")]
+        return Spec(
+            name,
+            label,
+            "diag" if name.startswith("diag-") else "ours",
+            port,
+            command,
+            env,
+            workdir,
+            setup,
+            check_path="/health",
+        )
+
+    def default_ours(self, source: Source) -> Spec:
+        port = next(self.ports)
+        command = self._serve(source, port, *NO_ACCESS_LOG, "service.asgi:app")
+        label = f"ours: hypercorn (asyncio, hypercorn.toml, 2 workers, {SERVE})"
+        return self.ours(OURS, label, source, command, port)
+
+    def cached_user(self, source: Source) -> Spec:
+        port = next(self.ports)
+        command = self._serve(source, port, *NO_ACCESS_LOG, "service_cached_user:app")
+        label = (
+            "diagnostic: ours with the guard's verify_access replaced by a dict lookup per token "
+            "(no revocation check at all), hypercorn 2 workers"
+        )
+        spec = self.ours(CACHED_USER, label, source, command, port)
+        env = {**spec.env, "PYTHONPATH": f"{source.path}:{PEERS}"}
+        return replace(spec, env=env, at_high=False)
+
+    def options(self, head: Source) -> list[Spec]:
+        """Our service on the other server options."""
+        uvloop, granian, uvicorn = next(self.ports), next(self.ports), next(self.ports)
+        app = "service.asgi:app"
+        uvloop_command = self._serve(head, uvloop, *NO_ACCESS_LOG, "--worker-class", "uvloop", app)
+        return [
+            self.ours(
+                "ours-hypercorn-uvloop",
+                f"ours: hypercorn --worker-class uvloop (2 workers, {SERVE})",
+                head,
+                uvloop_command,
+                uvloop,
+            ),
+            self.ours(
+                "ours-granian",
+                "ours: granian --interface asgi --loop uvloop --http 1 --no-ws (2 workers)",
+                head,
+                self._granian(granian, app),
+                granian,
+            ),
+            self.ours(
+                "ours-uvicorn",
+                "ours: uvicorn (uvloop + httptools, 2 workers)",
+                head,
+                self._uvicorn(uvicorn, app),
+                uvicorn,
+            ),
+        ]
+
+    def peer(self, name: str, label: str, module: str, command: list[str], port: int) -> Spec:
+        workdir = self.tmp / name
+        env = {
+            "BENCH_DB": str(workdir / "peer.db"),
+            "BENCH_JWT_SECRET": self.secret,
+            "PYTHONPATH": str(PEERS),
+        }
+        init = [self.settings.python, str(PEERS / f"{module}.py"), "init", USERNAME, EMAIL]
+        return Spec(name, label, "peer", port, command, env, workdir, [(init, PASSWORD + "\n")])
+
+    def peers(self) -> list[Spec]:
+        flask, fastapi = next(self.ports), next(self.ports)
+        gunicorn = [self._bin("gunicorn"), "-w", "2", "-b", f"{HOST}:{flask}", "flask_seed:app"]
+        seed_label = (
+            "seed: Flask + Flask-JWT-Extended + Flask-SQLAlchemy + bcrypt, gunicorn "
+            "(2 sync workers)"
+        )
+        return [
+            self.peer("flask-seed", seed_label, "flask_seed", gunicorn, flask),
+            self.peer(
+                "fastapi",
+                "peer: FastAPI + PyJWT + async SQLAlchemy, uvicorn (2 workers)",
+                "fastapi_peer",
+                self._uvicorn(fastapi, "fastapi_peer:app"),
+                fastapi,
+            ),
+        ]
+
+    def floor(self, head: Source) -> Spec:
+        """A bare Quart route on the same python -m service.serve and hypercorn.toml as ours."""
+        port = next(self.ports)
+        return Spec(
+            FLOOR,
+            f"floor: bare Quart route, hypercorn.toml (2 workers, {SERVE}, as ours)",
+            "floor",
+            port,
+            self._serve(head, port, *NO_ACCESS_LOG, "quart_floor:app"),
+            {"PYTHONPATH": f"{head.path}:{PEERS}"},
+            self.tmp / FLOOR,
+            needs_token=False,
+        )
+
+    def diagnostics(self, head: Source) -> list[Spec]:
+        """Variants of ours (and of the floor) that show where the time goes."""
+        access_log = self._access_log(head)
+        shared = self._shared_socket(head)
+        pool = [self._pool40(head)] if self.settings.diag_pool else []
+        return [access_log, shared, *pool, self._floor_granian(), self.cached_user(head)]
+
+    def _access_log(self, head: Source) -> Spec:
+        port = next(self.ports)
+        label = (
+            "diagnostic: ours on hypercorn.toml as is (access log to stdout, here a file), "
+            "2 workers"
+        )
+        spec = self.ours(
+            "diag-accesslog", label, head, self._serve(head, port, "service.asgi:app"), port
+        )
+        return replace(spec, at_high=False)
+
+    def _shared_socket(self, head: Source) -> Spec:
+        port = next(self.ports)
+        toml = str(head.path / "hypercorn.toml")
+        command = [
+            *(self._bin("hypercorn"), "-c", toml, "--workers", "2", "--bind", f"{HOST}:{port}"),
+            *("--access-logfile", "", "service.asgi:app"),
+        ]
+        label = (
+            "diagnostic: ours on hypercorn's own --workers 2 (one listening socket shared by "
+            "both workers)"
+        )
+        return replace(
+            self.ours("diag-hypercorn-shared", label, head, command, port), at_high=False
+        )
+
+    def _pool40(self, head: Source) -> Spec:
+        port = next(self.ports)
+        command = self._serve(head, port, *NO_ACCESS_LOG, "service.asgi:app")
+        label = (
+            "diagnostic: ours with AUTH_DB_POOL_SIZE=40 (default 10 + 10 overflow), "
+            "hypercorn 2 workers"
+        )
+        spec = self.ours("diag-pool40", label, head, command, port)
+        return replace(spec, env={**spec.env, "AUTH_DB_POOL_SIZE": "40"}, at_high=False)
+
+    def _floor_granian(self) -> Spec:
+        port = next(self.ports)
+        label = (
+            "diagnostic: the floor (bare Quart route) on granian, same flags as ours-granian "
+            "(2 workers)"
+        )
+        return Spec(
+            "diag-floor-granian",
+            label,
+            "diag",
+            port,
+            self._granian(port, "quart_floor:app"),
+            {"PYTHONPATH": str(PEERS)},
+            self.tmp / "diag-floor-granian",
+            needs_token=False,
+        )
+
+
+def build(settings: Settings, tmp: Path, secret: str, head: Source) -> list[Spec]:
+    """Every server of this run, in the report's order."""
+    ports = iter(range(settings.port_base, settings.port_base + 100))
+    catalog = Catalog(settings, tmp, secret, ports)
+    specs = [catalog.default_ours(head), *catalog.options(head), *catalog.peers()]
+    specs.append(catalog.floor(head))
+    if settings.diag:
+        specs += catalog.diagnostics(head)
+    return specs

@@ -1,0 +1,108 @@
+"""The benchmark's settings, read once from the environment into frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent.parent
+MAIN = BENCH.parent
+PEERS = BENCH / "peers"
+WRK_DIR = BENCH / "wrk"
+OUT = BENCH / "out"
+HOST = "127.0.0.1"
+USERNAME = "bench"
+EMAIL = "bench@example.com"
+PASSWORD = "bench-password-123"
+SOURCES = ("head", "worktree")
+
+
+class SettingsError(ValueError):
+    """A setting cannot be used; the message is one line for the person running the bench."""
+
+
+def seconds(text: str) -> int:
+    """``10s``, ``10`` or ``1.5m`` as whole seconds."""
+    text = text.strip().lower()
+    if text.endswith("m"):
+        return int(float(text[:-1]) * 60)
+    return int(float(text.rstrip("s")))
+
+
+@dataclass(frozen=True)
+class Load:
+    """How much load each run applies; kept in raw.json as ``config`` for re-rendering."""
+
+    rounds: int
+    duration: int
+    warmup: int
+    conns_low: int
+    conns_high: int
+    storm_conns: int
+    storm_logins: int
+    wrk_threads: int
+    wrk_timeout: int
+    login_conns: int
+    cores: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> Load:
+        """From a raw.json ``config``; one written before ``cores`` was kept gets this machine's."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in config.items() if k in known}
+        values.setdefault("cores", os.cpu_count() or 1)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    load: Load
+    port_base: int
+    diag: bool
+    diag_pool: bool
+    source: str  # head: a `git archive HEAD` snapshot; worktree: the checkout as it is
+    results: Path
+    bin_dir: Path  # bench/.venv/bin: run.sh runs us with that interpreter
+
+    @property
+    def python(self) -> str:
+        return str(self.bin_dir / "python")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], executable: str) -> Settings:
+        source = environ.get("SERVICE_SOURCE", "head")
+        if source not in SOURCES:
+            raise SettingsError(f"SERVICE_SOURCE={source!r}: use one of {', '.join(SOURCES)}")
+        return cls(
+            load=_load(environ),
+            port_base=int(environ.get("PORT_BASE", "18100")),
+            diag=environ.get("DIAG", "1") == "1",
+            diag_pool=environ.get("DIAG_POOL") == "1",
+            source=source,
+            results=Path(environ.get("RESULTS", str(BENCH / "RESULTS.md"))),
+            bin_dir=Path(executable).parent,
+        )
+
+
+def _load(environ: Mapping[str, str]) -> Load:
+    quick = environ.get("QUICK") == "1"
+    cores = os.cpu_count() or 1
+    return Load(
+        rounds=int(environ.get("ROUNDS", "1" if quick else "3")),
+        duration=seconds(environ.get("DURATION", "3s" if quick else "10s")),
+        warmup=seconds(environ.get("WARMUP", "1s" if quick else "3s")),
+        conns_low=int(environ.get("CONNS_LOW", "64")),
+        conns_high=int(environ.get("CONNS_HIGH", "1000")),
+        storm_conns=int(environ.get("STORM_CONNS", "32")),
+        storm_logins=int(environ.get("STORM_LOGINS", "16")),
+        wrk_threads=int(environ.get("WRK_THREADS", "2")),
+        wrk_timeout=seconds(environ.get("WRK_TIMEOUT", "10s")),
+        login_conns=int(environ.get("LOGIN_CONNS", str(cores * 2))),
+        cores=cores,
+    )
