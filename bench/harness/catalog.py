@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.server import Spec
 from harness.settings import EMAIL, HOST, PASSWORD, PEERS, USERNAME, Settings
-from harness.source import Source
+from harness.source import Source, announces_serving
 
 OURS = "ours-hypercorn"  # the README's way to serve: python -m service.serve, hypercorn.toml
 FLOOR = "quart-floor"
@@ -75,6 +75,7 @@ class Catalog:
             workdir,
             setup,
             check_path="/health",
+            announces="service.serve" in command and announces_serving(source),
         )
 
     def default_ours(self, source: Source) -> Spec:
@@ -163,6 +164,7 @@ class Catalog:
             {"PYTHONPATH": f"{head.path}:{PEERS}"},
             self.tmp / FLOOR,
             needs_token=False,
+            announces=announces_serving(head),
         )
 
     def diagnostics(self, head: Source) -> list[Spec]:

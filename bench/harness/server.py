@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -19,6 +20,11 @@ from harness.log import log
 from harness.settings import HOST, PASSWORD, USERNAME
 from harness.wrk import Wrk
 
+# What `python -m service.serve` prints once every worker serves (service/ops/serve.py).
+SERVING = re.compile(
+    r"^auth-service: serving on (?P<url>.+?) with (?P<workers>\d+) workers?$", re.MULTILINE
+)
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -32,6 +38,9 @@ class Spec:
     setup: list[tuple[list[str], str]] = field(default_factory=list)  # (argv, stdin)
     needs_token: bool = True
     check_path: str = "/protected"
+    workers: int = 2
+    # Started by python -m service.serve, which says when every worker serves: ready only then.
+    announces: bool = False
     at_high: bool = True  # also measured at CONNS_HIGH
 
     @property
@@ -121,7 +130,7 @@ class Server:
         )
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until the server answers."""
+        """Until the server answers and, on python -m service.serve, every worker serves."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_running()
@@ -129,8 +138,9 @@ class Server:
                 return
             time.sleep(0.3)
         tail = self.log_path.read_text(errors="replace")[-3000:]
+        waited = "announce all its workers" if self.spec.announces else "answer"
         raise RuntimeError(
-            f"{self.name} did not answer within {timeout:.0f} s; its log ends:\n{tail}"
+            f"{self.name} did not {waited} within {timeout:.0f} s; its log ends:\n{tail}"
         )
 
     def _check_running(self) -> None:
@@ -141,10 +151,20 @@ class Server:
             )
 
     def _ready(self) -> bool:
+        if self.spec.announces and not self._announced():
+            return False
         try:
             http("GET", self.base + self.spec.check_path, timeout=2)
         except OSError:
             return False
+        return True
+
+    def _announced(self) -> bool:
+        match = SERVING.search(self.log_path.read_text(errors="replace"))
+        if match is None:
+            return False
+        if int(match["workers"]) != self.spec.workers or match["url"] != self.base:
+            raise RuntimeError(f"{self.name} announced {match[0]!r}, expected {self.base}")
         return True
 
     def settle(self, timeout: float = 60.0) -> None:

@@ -127,3 +127,12 @@ def hypercorn_backlog(source: Source) -> int | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     return int(value) if value is not None else None
+
+
+def announces_serving(source: Source) -> bool:
+    """Whether this snapshot's python -m service.serve prints a line once every worker serves."""
+    for path in ("service/ops/serve.py", "service/serve.py"):
+        file = source.path / path
+        if file.exists() and "serving on" in file.read_text():
+            return True
+    return False
