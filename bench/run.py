@@ -12,6 +12,15 @@ read once at start-up (harness/settings.py):
     DIAG_POOL=1                one more: AUTH_DB_POOL_SIZE=40 (off by default)
     SERVICE_SOURCE=head        benchmark a `git archive HEAD` snapshot of /work/main
                                (=worktree: the checkout as it is, uncommitted changes included)
+    BASELINE=<git rev>         also measure ours at that revision (its own `git archive`, its
+                               own imports and hypercorn.toml) in the same interleaved rounds;
+                               by default the run is then ours at both revisions, the floor
+                               and the cached-user diagnostic at both; the report gives each
+                               ours ÷ floor, per round
+    ONLY=protected,...         only these scenarios: protected (CONNS_LOW), protected-high,
+                               health, storm, logins, hash, cold
+    SERVERS=a,b | all          only these servers (ours-hypercorn always runs); all: every one,
+                               baseline variants included
     RESULTS=bench/RESULTS.md   where the report goes
 
     bench/run.sh --render [bench/out/raw.json]   the report again from a run's raw numbers

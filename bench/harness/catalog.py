@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.server import Spec
-from harness.settings import EMAIL, HOST, PASSWORD, PEERS, USERNAME, Settings
+from harness.settings import EMAIL, HOST, PASSWORD, PEERS, USERNAME, Settings, SettingsError
 from harness.source import Source, announces_serving
 
 OURS = "ours-hypercorn"  # the README's way to serve: python -m service.serve, hypercorn.toml
 FLOOR = "quart-floor"
 CACHED_USER = "diag-cached-user"
+# With a BASELINE, by default: ours at both revisions, the floor, and (DIAG=1) the diagnostic
+# variant that the breakdown of GET /protected needs, at both revisions too.
+COMPARED = (OURS, FLOOR, CACHED_USER)
 SERVE = "python -m service.serve"
 GRANIAN_FLAGS = (
     "--interface",
@@ -26,6 +29,15 @@ GRANIAN_FLAGS = (
     "2",
 )
 NO_ACCESS_LOG = ("--access-logfile", "none")
+
+
+def named(name: str, source: Source) -> str:
+    """A server's name: the HEAD one's, or with ``@<commit>`` for the baseline's."""
+    return name if source.label == "HEAD" else f"{name}@{source.label}"
+
+
+def _labelled(label: str, source: Source) -> str:
+    return label if source.label == "HEAD" else f"{label} [baseline: commit {source.label}]"
 
 
 @dataclass
@@ -76,13 +88,14 @@ class Catalog:
             setup,
             check_path="/health",
             announces="service.serve" in command and announces_serving(source),
+            source=source.label,
         )
 
     def default_ours(self, source: Source) -> Spec:
         port = next(self.ports)
         command = self._serve(source, port, *NO_ACCESS_LOG, "service.asgi:app")
         label = f"ours: hypercorn (asyncio, hypercorn.toml, 2 workers, {SERVE})"
-        return self.ours(OURS, label, source, command, port)
+        return self.ours(named(OURS, source), _labelled(label, source), source, command, port)
 
     def cached_user(self, source: Source) -> Spec:
         port = next(self.ports)
@@ -91,9 +104,13 @@ class Catalog:
             "diagnostic: ours with the guard's verify_access replaced by a dict lookup per token "
             "(no revocation check at all), hypercorn 2 workers"
         )
-        spec = self.ours(CACHED_USER, label, source, command, port)
+        name = named(CACHED_USER, source)
+        spec = self.ours(name, _labelled(label, source), source, command, port)
+        # The peer imports service internals: where it does not import with this revision's
+        # code, the set-up step fails and the server is left out (the report says so).
+        check = ([self.settings.python, "-c", "import service_cached_user"], "")
         env = {**spec.env, "PYTHONPATH": f"{source.path}:{PEERS}"}
-        return replace(spec, env=env, at_high=False)
+        return replace(spec, env=env, setup=[*spec.setup, check], at_high=False, optional=True)
 
     def options(self, head: Source) -> list[Spec]:
         """Our service on the other server options."""
@@ -228,12 +245,49 @@ class Catalog:
         )
 
 
-def build(settings: Settings, tmp: Path, secret: str, head: Source) -> list[Spec]:
-    """Every server of this run, in the report's order."""
+def build(
+    settings: Settings, tmp: Path, secret: str, head: Source, base: Source | None
+) -> list[Spec]:
+    """Every server of this run, in the report's order (a baseline variant after its HEAD one)."""
     ports = iter(range(settings.port_base, settings.port_base + 100))
     catalog = Catalog(settings, tmp, secret, ports)
     specs = [catalog.default_ours(head), *catalog.options(head), *catalog.peers()]
     specs.append(catalog.floor(head))
     if settings.diag:
         specs += catalog.diagnostics(head)
-    return specs
+    if base is not None:
+        variants: dict[str, Callable[[Source], Spec]] = {
+            OURS: catalog.default_ours,
+            CACHED_USER: catalog.cached_user,
+        }
+        specs = _with_variants(specs, variants, base)
+    return select(specs, settings, base)
+
+
+def _with_variants(
+    specs: list[Spec], variants: dict[str, Callable[[Source], Spec]], base: Source
+) -> list[Spec]:
+    """``specs`` with the baseline's variant of a server right after the server."""
+    out: list[Spec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.name in variants:
+            out.append(variants[spec.name](base))
+    return out
+
+
+def select(specs: list[Spec], settings: Settings, base: Source | None) -> list[Spec]:
+    """SERVERS=all: every server; SERVERS=a,b: those (and ours); with BASELINE: the comparison."""
+    names = [spec.name for spec in specs]
+    if "all" in settings.servers or (not settings.servers and base is None):
+        return specs
+    if settings.servers:
+        unknown = sorted(settings.servers - set(names))
+        if unknown:
+            known = ", ".join(names)
+            raise SettingsError(f"SERVERS: no server {', '.join(unknown)}; known: {known}")
+        wanted = settings.servers | {OURS}
+    else:
+        assert base is not None
+        wanted = frozenset({*COMPARED, *(named(name, base) for name in (OURS, CACHED_USER))})
+    return [spec for spec in specs if spec.name in wanted]

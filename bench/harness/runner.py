@@ -14,12 +14,14 @@ from typing import Any
 
 from harness import catalog, report, scenarios, source
 from harness.log import log
-from harness.server import Server
+from harness.server import Server, SetupFailed
 from harness.settings import OUT, Settings
+from harness.source import Source
 from harness.wrk import Wrk
 
 
 def run(settings: Settings) -> int:
+    scenarios.check(settings.only)
     started, load_start = time.time(), os.getloadavg()
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "wrk").mkdir(parents=True)
@@ -29,23 +31,21 @@ def run(settings: Settings) -> int:
         f"rounds={load.rounds} duration={load.duration}s warmup={load.warmup}s "
         f"connections={load.conns_low}/{load.conns_high} temp={tmp}"
     )
-    head = source.head(settings.source, tmp)
-    log(f"service source: {head.note}")
-    source.install_dependencies(settings.python, [head], OUT)
-    specs = catalog.build(settings, tmp, secrets.token_urlsafe(48), head)
+    head, base = _sources(settings, tmp)
+    specs = catalog.build(settings, tmp, secrets.token_urlsafe(48), head, base)
     wrk = Wrk.for_load(load, OUT / "wrk")
     servers = [Server(spec, settings.bin_dir, OUT, wrk) for spec in specs]
     bench = scenarios.Bench(load, wrk, settings.python, head, servers)
     try:
-        _set_up(bench)
+        skipped = _set_up(bench)
         _warm_up(bench)
-        _rounds(bench, scenarios.plan(bench, settings.diag))
+        _rounds(bench, scenarios.plan(bench, settings.only, settings.diag))
         state = _final_state(bench.servers)
     finally:
         for server in servers:
             server.stop()
-    raw = _raw(settings, bench, started, load_start)
-    _write({**raw, **state}, settings.results)
+    raw = _raw(settings, bench, base, started, load_start)
+    _write({**raw, **state, "skipped": skipped}, settings.results)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
@@ -53,6 +53,7 @@ def run(settings: Settings) -> int:
 def _raw(
     settings: Settings,
     bench: scenarios.Bench,
+    base: Source | None,
     started: float,
     load_start: tuple[float, float, float],
 ) -> dict[str, Any]:
@@ -69,16 +70,40 @@ def _raw(
         "hashes": bench.hashes,
         "cache_ttl": source.cache_ttl(settings.python, bench.head),
         "hypercorn_backlog": source.hypercorn_backlog(bench.head),
+        "filters": {"only": sorted(settings.only), "servers": sorted(settings.servers)},
     }
+    if base is not None:
+        raw["baseline"] = {"label": base.label, "commit": base.commit, "note": base.note}
     return raw
 
 
-def _set_up(bench: scenarios.Bench) -> None:
-    for server in bench.servers:
+def _sources(settings: Settings, tmp: Path) -> tuple[Source, Source | None]:
+    head = source.head(settings.source, tmp)
+    log(f"service source: {head.note}")
+    base = source.baseline(settings.baseline, tmp) if settings.baseline else None
+    if base is not None:
+        log(f"baseline source: {base.note}")
+    source.install_dependencies(settings.python, [head, *([base] if base else [])], OUT)
+    return head, base
+
+
+def _set_up(bench: scenarios.Bench) -> dict[str, str]:
+    """Set up and start every server; an optional one whose set-up failed is left out (why)."""
+    skipped: dict[str, str] = {}
+    for server in list(bench.servers):
         log(f"setting up {server.name}")
-        server.prepare()
+        try:
+            server.prepare()
+        except SetupFailed as exc:
+            if not server.spec.optional:
+                raise
+            log(f"!! {server.name} left out: {exc}")
+            skipped[server.name] = str(exc).strip().splitlines()[-1]
+            bench.servers.remove(server)
+            continue
         server.start()
     bench.results = {server.name: {} for server in bench.servers}
+    return skipped
 
 
 def _warm_up(bench: scenarios.Bench) -> None:

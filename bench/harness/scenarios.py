@@ -13,11 +13,28 @@ from harness.catalog import OURS
 from harness.log import log
 from harness.measure import attach_cpu, measure
 from harness.server import Server
-from harness.settings import PASSWORD, USERNAME, Load
+from harness.settings import PASSWORD, USERNAME, Load, SettingsError
 from harness.source import Source
 from harness.wrk import Run, Wrk
 
+SCENARIOS = {
+    "protected": "GET /protected at CONNS_LOW connections, every server",
+    "protected-high": "GET /protected at CONNS_HIGH connections (not ours' diagnostic variants)",
+    "health": "GET /health of ours at CONNS_LOW connections (DIAG=1)",
+    "storm": "GET /protected while logins run (ours at HEAD)",
+    "logins": "POST /login per second at LOGIN_CONNS connections (ours at HEAD)",
+    "hash": "argon2 hash and verify cost, in-process (the HEAD code)",
+    "cold": "GET /protected at CONNS_HIGH with a token no worker has seen (ours at HEAD)",
+}
 Results = dict[str, dict[str, list[Run]]]  # server -> scenario key -> one run per round
+
+
+def check(only: frozenset[str]) -> None:
+    unknown = sorted(only - set(SCENARIOS))
+    if unknown:
+        raise SettingsError(
+            f"ONLY: no scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+        )
 
 
 @dataclass
@@ -145,18 +162,31 @@ class Job:
     run: Callable[[], None]
 
 
-def plan(bench: Bench, diag: bool) -> list[Job]:
+def plan(bench: Bench, only: frozenset[str], diag: bool) -> list[Job]:
     """Every job of a round, in a fixed order (each round shuffles it)."""
+
+    def wanted(scenario: str) -> bool:
+        return not only or scenario in only
+
     low, high = bench.load.conns_low, bench.load.conns_high
     jobs: list[Job] = []
     for server in bench.servers:
-        jobs.append(Job(f"{server.name} p{low}", partial(protected, bench, server, low, "p_low")))
-        if server.spec.at_high:
+        if wanted("protected"):
+            jobs.append(
+                Job(f"{server.name} p{low}", partial(protected, bench, server, low, "p_low"))
+            )
+        if wanted("protected-high") and server.spec.at_high:
             job = partial(protected, bench, server, high, "p_high")
             jobs.append(Job(f"{server.name} p{high}", job))
-    if diag:
-        health = partial(protected, bench, bench.ours, low, "health_low", "/health")
-        jobs.append(Job("ours /health", health))
-    singles = [("storm", storm), ("logins", logins), ("hash", hashing), ("cold token", cold)]
-    jobs += [Job(name, partial(step, bench)) for name, step in singles]
+    if diag and wanted("health"):
+        for server in bench.servers:
+            if server.name == OURS or server.name.startswith(OURS + "@"):
+                name = "ours /health" if server.name == OURS else f"{server.name} /health"
+                job = partial(protected, bench, server, low, "health_low", "/health")
+                jobs.append(Job(name, job))
+    singles = [("storm", "storm", storm), ("logins", "logins", logins)]
+    singles += [("hash", "hash", hashing), ("cold", "cold token", cold)]
+    jobs += [
+        Job(name, partial(step, bench)) for scenario, name, step in singles if wanted(scenario)
+    ]
     return jobs

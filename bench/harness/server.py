@@ -26,6 +26,10 @@ SERVING = re.compile(
 )
 
 
+class SetupFailed(RuntimeError):
+    """A set-up step of a server exited non-zero."""
+
+
 @dataclass(frozen=True)
 class Spec:
     name: str
@@ -42,6 +46,8 @@ class Spec:
     # Started by python -m service.serve, which says when every worker serves: ready only then.
     announces: bool = False
     at_high: bool = True  # also measured at CONNS_HIGH
+    optional: bool = False  # a failed set-up skips this server (and the report says so)
+    source: str = "HEAD"  # which snapshot of the service it runs
 
     @property
     def base(self) -> str:
@@ -57,6 +63,7 @@ class Spec:
             "name": self.name,
             "label": self.label,
             "group": self.group,
+            "source": self.source,
             "command": self.shown_command(),
             "setup": [shlex.join(argv) for argv, _ in self.setup],
         }
@@ -110,7 +117,7 @@ class Server:
                 check=False,
             )
             if result.returncode != 0:
-                raise RuntimeError(
+                raise SetupFailed(
                     f"{self.name}: setup {shlex.join(argv)} failed:\n"
                     f"{result.stdout.decode()}{result.stderr.decode()}"
                 )

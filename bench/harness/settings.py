@@ -67,6 +67,9 @@ class Settings:
     diag: bool
     diag_pool: bool
     source: str  # head: a `git archive HEAD` snapshot; worktree: the checkout as it is
+    baseline: str | None  # a git revision of the service to measure side by side with HEAD
+    only: frozenset[str]  # scenario names; empty: every scenario
+    servers: frozenset[str]  # server names, or {"all"}; empty: the default set
     results: Path
     bin_dir: Path  # bench/.venv/bin: run.sh runs us with that interpreter
 
@@ -85,6 +88,9 @@ class Settings:
             diag=environ.get("DIAG", "1") == "1",
             diag_pool=environ.get("DIAG_POOL") == "1",
             source=source,
+            baseline=environ.get("BASELINE") or None,
+            only=_names(environ.get("ONLY", "")),
+            servers=_names(environ.get("SERVERS", "")),
             results=Path(environ.get("RESULTS", str(BENCH / "RESULTS.md"))),
             bin_dir=Path(executable).parent,
         )
@@ -106,3 +112,7 @@ def _load(environ: Mapping[str, str]) -> Load:
         login_conns=int(environ.get("LOGIN_CONNS", str(cores * 2))),
         cores=cores,
     )
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())

@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.settings import MAIN
+from harness.settings import MAIN, SettingsError
 
 GIT = shutil.which("git") or "git"
 TAR = shutil.which("tar") or "tar"
@@ -23,6 +23,7 @@ ARCHIVED = ("service", "alembic", "alembic.ini", "hypercorn.toml", "pyproject.to
 
 @dataclass(frozen=True)
 class Source:
+    label: str  # HEAD, or the baseline's short commit
     commit: str
     path: Path
     note: str  # for the report: what exactly was measured
@@ -33,17 +34,32 @@ def _git(*args: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()  # noqa: S603
 
 
+def resolve(rev: str) -> str:
+    """The commit ``rev`` names; SettingsError when it names none."""
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise SettingsError(f"BASELINE={rev!r} is not a commit of {MAIN}") from None
+
+
 def head(mode: str, tmp: Path) -> Source:
     """HEAD as a `git archive` snapshot, or (mode worktree) the checkout as it is."""
-    commit = _git("rev-parse", "HEAD")
+    commit = resolve("HEAD")
     dirty = _git("status", "--porcelain", "--", *ARCHIVED)
     if mode == "worktree":
         note = f"the working tree of {MAIN} at HEAD {commit}"
-        return Source(commit, MAIN, note + (" with uncommitted changes" if dirty else ""))
+        return Source("HEAD", commit, MAIN, note + (" with uncommitted changes" if dirty else ""))
     note = f"commit {commit} (`git archive HEAD` into a temp dir"
     if dirty:
         note += "; the checkout also had uncommitted changes to the service, not benchmarked"
-    return Source(commit, _archive(commit, tmp / "src"), note + ")")
+    return Source("HEAD", commit, _archive(commit, tmp / "src"), note + ")")
+
+
+def baseline(rev: str, tmp: Path) -> Source:
+    commit = resolve(rev)
+    path = _archive(commit, tmp / f"src-{commit[:7]}")
+    note = f"commit {commit} (`git archive {rev}` into a temp dir)"
+    return Source(commit[:7], commit, path, note)
 
 
 def _archive(commit: str, dest: Path) -> Path:
@@ -87,6 +103,15 @@ def _frozen(python: Path) -> str:
     return "\n".join(kept) + "\n"
 
 
+def announces_serving(source: Source) -> bool:
+    """Whether this snapshot's python -m service.serve prints a line once every worker serves."""
+    for path in ("service/ops/serve.py", "service/serve.py"):
+        file = source.path / path
+        if file.exists() and "serving on" in file.read_text():
+            return True
+    return False
+
+
 def _probe(
     python: str, source: Source, what: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:
@@ -127,12 +152,3 @@ def hypercorn_backlog(source: Source) -> int | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     return int(value) if value is not None else None
-
-
-def announces_serving(source: Source) -> bool:
-    """Whether this snapshot's python -m service.serve prints a line once every worker serves."""
-    for path in ("service/ops/serve.py", "service/serve.py"):
-        file = source.path / path
-        if file.exists() and "serving on" in file.read_text():
-            return True
-    return False

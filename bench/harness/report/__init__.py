@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report import commands, header, sections, why
+from harness.report import commands, compare, header, sections, why
 from harness.report.targets import evaluate, render_targets
 from harness.report.view import View
 
@@ -15,6 +15,7 @@ def render(raw: dict[str, Any], rerendered: bool = False) -> str:
     lines = [
         *header.render(view, rerendered),
         *render_targets(view, verdicts),
+        *compare.render(view),
         *sections.protected_tables(view),
         *sections.storm(view),
         *sections.cold_token(view),

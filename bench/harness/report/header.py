@@ -83,6 +83,7 @@ def render(view: View, rerendered: bool) -> list[str]:
         f"- Python {m['python']}; {m['wrk']}",
         f"- Packages (bench/.venv): {versions()}",
         f"- Service benchmarked: {raw['source']}",
+        *_baseline(view),
         f"- Settings: {load.rounds} rounds × {load.duration} s per load run, warm-up "
         f"{load.warmup} s per server; wrk -t{load.wrk_threads}, --timeout {load.wrk_timeout}s; "
         f"/protected at {load.conns_low} and {load.conns_high} connections; login storm: "
@@ -90,9 +91,35 @@ def render(view: View, rerendered: bool) -> list[str]:
         f"logins/s at {load.login_conns} connections. Within each round every job (server × "
         "scenario) runs once, in an order shuffled per round, so servers are compared side by "
         "side under the same machine conditions.",
+        *_filters(view),
         "- Client and servers share the same 2 cores: wrk's own CPU is in the *wrk cores* column. "
         "*srv CPU ms/req* is the CPU time (user+sys, all processes of the server) per request; "
         "*other load* is CPU used by everything except the server and wrk during the run (noise).",
         "",
     ]
+    return lines
+
+
+def _baseline(view: View) -> list[str]:
+    baseline = view.raw.get("baseline")
+    if not baseline:
+        return []
+    return [
+        f"- Baseline, measured in the same rounds: {baseline['note']}; its servers are named "
+        f"`…@{baseline['label']}`"
+    ]
+
+
+def _filters(view: View) -> list[str]:
+    filters = view.raw.get("filters", {})
+    lines = []
+    if filters.get("only"):
+        lines.append(
+            f"- This run measured only the scenarios {', '.join(filters['only'])} (ONLY=); "
+            "sections and targets without numbers are left out."
+        )
+    if filters.get("servers") or view.raw.get("baseline"):
+        lines.append(f"- Servers of this run: {', '.join(view.servers)}.")
+    for name, reason in view.raw.get("skipped", {}).items():
+        lines.append(f"- Left out: {name}, whose set-up failed with this code: `{reason}`.")
     return lines
