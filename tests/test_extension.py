@@ -89,3 +89,24 @@ def test_the_public_api_is_what_the_package_exports() -> None:
         assert getattr(service, name) is not None
     with pytest.raises(AttributeError):
         _ = service.not_a_name
+
+
+async def test_mounted_routes_work_on_an_app_without_quart_schema(tmp_path: Path) -> None:
+    app = Quart("plain", static_folder=None)
+    AuthExtension(app, settings=make_settings(tmp_path), mount_routes=True)
+    body = {"username": "bob", "email": "bob@example.com", "password": PASSWORD}
+
+    async with app.test_app():
+        client = app.test_client()
+        signup = await client.post("/signup", json=body)
+        login = await client.post("/login", json={"username": "bob", "password": PASSWORD})
+        me = await client.get(
+            "/me", headers={"Authorization": f"Bearer {(await login.get_json())['access_token']}"}
+        )
+        document = await client.get("/openapi.json")
+
+    assert signup.status_code == 201
+    assert (await signup.get_json())["username"] == "bob"
+    assert login.status_code == 200
+    assert (await me.get_json())["email"] == "bob@example.com"
+    assert document.status_code == 404  # the host published no document; none is added

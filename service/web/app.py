@@ -194,6 +194,16 @@ class AuthExtension:
             await state.close()
 
         if self.mount_routes:
+            if "QUART_SCHEMA" not in app.extensions:
+                # The routes answer with pydantic models, which quart-schema turns into JSON. A
+                # host app without it gets the conversion only: no document, no UI routes.
+                QuartSchema(
+                    app,
+                    openapi_path=None,
+                    swagger_ui_path=None,
+                    redoc_ui_path=None,
+                    scalar_ui_path=None,
+                )
             modules = (auth_routes, browser_routes, user_routes, health_routes, key_routes)
             for module in modules:
                 app.register_blueprint(module.blueprint)
