@@ -72,6 +72,18 @@ def pytest_configure(config):
 """
 
 
+# The README's mistake: the override returns an app where a settings -> app factory belongs.
+APP_NOT_FACTORY_CONFTEST = """
+import pytest
+from quart import Quart
+
+
+@pytest.fixture
+def auth_app_factory():
+    return Quart("mine")
+"""
+
+
 @dataclass(frozen=True)
 class Run:
     returncode: int
@@ -93,7 +105,7 @@ def _project(directory: Path, *, ini: str = "", conftest: str | None = None) -> 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    """Five pytest sessions, run side by side; only one starts the service (the slow part)."""
+    """Six pytest sessions, run side by side; only one starts the service (the slow part)."""
     root = tmp_path_factory.mktemp("plugin")
     scenarios = {
         "off": (_project(root / "off"), ["test_idle.py", "test_enabled.py"]),
@@ -101,6 +113,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         "flag": (_project(root / "flag"), ["--auth-service", "test_enabled.py", "test_service.py"]),
         "ini": (_project(root / "ini", ini="auth_service_plugin = true"), ["test_enabled.py"]),
         "conftest": (_project(root / "conftest", conftest=ENABLING_CONFTEST), ["test_enabled.py"]),
+        "app-not-factory": (
+            _project(root / "app-not-factory", conftest=APP_NOT_FACTORY_CONFTEST),
+            ["--auth-service", "test_service.py"],
+        ),
     }
     # The plugin must be found through its entry point, as in any project that installs us.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "AUTH_"))}
@@ -131,6 +147,15 @@ def test_without_opting_in_the_plugin_is_idle_and_its_fixtures_unknown(
     assert "fixture 'auth_settings' not found" in run.output
     # The idle probe passed: loaded, no fixtures registered, nothing of the service imported.
     assert "1 passed, 1 error" in run.output
+
+
+def test_an_app_factory_override_that_returns_an_app_is_told_what_to_return(
+    runs: dict[str, Run],
+) -> None:
+    run = runs["app-not-factory"]
+
+    assert run.returncode == 1, run.output
+    assert "auth_app_factory must return a factory (settings -> app), not an app" in run.output
 
 
 def test_the_flag_and_the_ini_option_are_documented(runs: dict[str, Run]) -> None:

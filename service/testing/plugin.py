@@ -333,8 +333,15 @@ def _fixtures_plugin() -> types.ModuleType:
     async def auth_app(
         auth_app_factory: AppFactory, auth_settings: Settings
     ) -> AsyncIterator[Quart]:
+        from quart import Quart
+
         from service.web.state import get_state
 
+        if isinstance(auth_app_factory, Quart):
+            raise TypeError(
+                "auth_app_factory must return a factory (settings -> app), not an app: "
+                "return create_my_app, not create_my_app()"
+            )
         app = auth_app_factory(auth_settings)
         if get_state(app).settings is not auth_settings:
             raise RuntimeError(
