@@ -21,12 +21,13 @@ def render(view: View) -> list[str]:
         "bare Quart route on HEAD's python -m service.serve). A server counts as ready once "
         "python -m service.serve has printed that all its workers serve. *÷ floor*: req/s "
         "divided by the floor's, from the medians and inside each round; *spread*: the highest "
-        "per-round ratio minus the lowest. The machine is shared: compare these ratios, not the "
-        "req/s.",
+        "per-round ratio minus the lowest. *CPU/req ÷ floor's*: the server CPU time per request "
+        "divided by the floor's, which moves less with the other load than req/s does. The "
+        "machine is shared: compare these ratios, not the req/s.",
         "",
         "| scenario | server | median req/s | ÷ floor | ÷ floor per round | spread "
-        "| srv CPU ms/req | CPU/req ÷ floor's |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| srv CPU ms/req | CPU/req ÷ floor's | per round | spread |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for key, conns in view.connections():
         for name in _pairs(label):
@@ -47,25 +48,36 @@ def _shown(name: str) -> str:
 def _row(view: View, key: str, conns: int, name: str) -> str | None:
     if not view.runs(name, key) or not view.runs(FLOOR, key):
         return None
-    ratios = view.per_round(name, FLOOR, key)
-    cpu = view.med(name, key, "server_cpu_ms_per_req")
-    floor_cpu = view.med(FLOOR, key, "server_cpu_ms_per_req")
-    spread = max(ratios) - min(ratios) if ratios else float("nan")
+    cpu_field = "server_cpu_ms_per_req"
+    ratios, cpu_ratios = (
+        view.per_round(name, FLOOR, key),
+        view.per_round(name, FLOOR, key, cpu_field),
+    )
+    cpu, floor_cpu = view.med(name, key, cpu_field), view.med(FLOOR, key, cpu_field)
     return (
         f"| GET /protected @{conns} | {_shown(name)} | {view.med(name, key):.0f} "
         f"| {view.med(name, key) / view.med(FLOOR, key):.2f}× | {seq(ratios, '.2f')} "
-        f"| {spread:.2f} | {cpu:.2f} | {cpu / floor_cpu:.2f}× |"
+        f"| {_spread(ratios):.2f} | {cpu:.2f} | {cpu / floor_cpu:.2f}× | {seq(cpu_ratios, '.2f')} "
+        f"| {_spread(cpu_ratios):.2f} |"
     )
 
 
+def _spread(values: list[float]) -> float:
+    return max(values) - min(values) if values else float("nan")
+
+
 def _head_vs_base(view: View, label: str) -> list[str]:
-    """HEAD ÷ baseline inside each round: the change itself, with the floor's share cancelled."""
+    """HEAD ÷ baseline inside each round: the change itself, without the floor."""
     parts = []
     for key, conns in view.connections():
         for name in (OURS, CACHED_USER):
-            ratios = view.per_round(name, f"{name}@{label}", key)
-            if ratios:
-                parts.append(f"{name} @{conns}: {seq(ratios, '.2f')} (median {med(ratios):.2f}×)")
+            rates = view.per_round(name, f"{name}@{label}", key)
+            cpu = view.per_round(name, f"{name}@{label}", key, "server_cpu_ms_per_req")
+            if rates:
+                parts.append(
+                    f"{name} @{conns}: req/s {seq(rates, '.2f')} (median {med(rates):.2f}×), "
+                    f"CPU/req {seq(cpu, '.2f')} (median {med(cpu):.2f}×)"
+                )
     if not parts:
         return []
     return [

@@ -57,10 +57,10 @@ class View:
     def rounds(self, name: str, key: str, field: str = "rps") -> list[float]:
         return [run[field] for run in self.runs(name, key)]
 
-    def per_round(self, a: str, b: str, key: str) -> list[float]:
-        """a's req/s ÷ b's, round by round."""
+    def per_round(self, a: str, b: str, key: str, field: str = "rps") -> list[float]:
+        """a's req/s (or other ``field``) ÷ b's, round by round."""
         pairs = zip(self.runs(a, key), self.runs(b, key), strict=False)
-        return [x["rps"] / y["rps"] for x, y in pairs if y["rps"] > 0]
+        return [x[field] / y[field] for x, y in pairs if y[field] > 0]
 
     def connections(self) -> list[tuple[str, int]]:
         """The /protected scenario keys and their connection counts."""
