@@ -56,7 +56,9 @@ class Bench:
     def record(self, server: Server, key: str, result: Run) -> None:
         self.results.setdefault(server.name, {}).setdefault(key, []).append(result)
 
-    def get(self, script: str, server: Server, conns: int, path: str = "/protected") -> list[str]:
+    def get_load(
+        self, script: str, server: Server, conns: int, path: str = "/protected"
+    ) -> list[str]:
         token = server.token if server.spec.needs_token else self.ours.token
         return self.wrk.argv(server.base + path, conns, self.load.duration, script, token)
 
@@ -74,7 +76,7 @@ def protected(bench: Bench, server: Server, conns: int, key: str, path: str = "/
     if server.group in ("ours", "diag"):
         server.login()
     # The floor ignores the header; it gets our token so the requests are the same bytes.
-    result = measure(server, bench.wrk, bench.get("report.lua", server, conns, path))
+    result = measure(server, bench.wrk, bench.get_load("report.lua", server, conns, path))
     bench.record(server, key, result)
     log(
         f"  {server.name:22} {key:12} {result['rps']:9.0f} req/s"
@@ -91,14 +93,16 @@ def storm(bench: Bench) -> None:
     server, duration = bench.ours, bench.load.duration
     server.ensure_alive()
     server.login()
-    before = measure(server, bench.wrk, bench.get("report.lua", server, bench.load.storm_conns))
+    before = measure(
+        server, bench.wrk, bench.get_load("report.lua", server, bench.load.storm_conns)
+    )
     server.settle()
     cpu0, busy0 = procfs.cpu_seconds(server.pids()), procfs.system_busy_seconds()
     logins_argv = bench.login_load(server, bench.load.storm_logins, duration + 3)
     logins = bench.wrk.start(logins_argv, login_env())
     time.sleep(1.5)
     cpu1, busy1 = procfs.cpu_seconds(server.pids()), procfs.system_busy_seconds()
-    during = bench.wrk.run(bench.get("report.lua", server, bench.load.storm_conns))
+    during = bench.wrk.run(bench.get_load("report.lua", server, bench.load.storm_conns))
     cpu2, busy2 = procfs.cpu_seconds(server.pids()), procfs.system_busy_seconds()
     login_result = bench.wrk.finish(logins)
     cpu3, busy3 = procfs.cpu_seconds(server.pids()), procfs.system_busy_seconds()
@@ -122,7 +126,7 @@ def cold(bench: Bench) -> None:
     server, conns = bench.ours, bench.load.conns_high
     server.ensure_alive()
     server.login(warm=False)
-    result = measure(server, bench.wrk, bench.get("report.lua", server, conns))
+    result = measure(server, bench.wrk, bench.get_load("report.lua", server, conns))
     bench.record(server, "cold_high", result)
     log(
         f"  cold token @{conns}: {result['rps']:.0f} req/s  p99 {result['p99_us'] / 1000:.0f} ms"
