@@ -18,6 +18,17 @@ from tests import backends
 from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The plugin's tests of real pytest sessions (the ``runs`` fixture starts five) are system
+    tests."""
+    for item in items:
+        if item.nodeid.startswith("tests/test_pytest_plugin.py") and "runs" in getattr(
+            item, "fixturenames", ()
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own AUTH_* variables never leak into a test."""

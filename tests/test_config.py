@@ -310,6 +310,7 @@ def start_app(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[s
     return run_python("-c", "import service.asgi", cwd=tmp_path, env=clean_env(**variables))
 
 
+@pytest.mark.slow
 def test_production_start_without_secret_exits_with_one_line(tmp_path: Path) -> None:
     result = start_app(tmp_path, AUTH_ENV="production")
 
@@ -321,6 +322,7 @@ def test_production_start_without_secret_exits_with_one_line(tmp_path: Path) -> 
     assert not (tmp_path / "instance" / SECRET_FILE_NAME).exists()
 
 
+@pytest.mark.slow
 def test_production_start_with_a_short_secret_exits_with_one_line(tmp_path: Path) -> None:
     result = start_app(tmp_path, AUTH_ENV="production", AUTH_JWT_SECRET="x" * 31)
 
@@ -331,6 +333,7 @@ def test_production_start_with_a_short_secret_exits_with_one_line(tmp_path: Path
     assert "x" * 31 not in result.stderr
 
 
+@pytest.mark.slow
 def test_start_with_a_bad_variable_exits_with_one_line(tmp_path: Path) -> None:
     result = start_app(tmp_path, AUTH_ENV="staging")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
 from quart import Quart
 
 from service.web.app import HSTS
@@ -51,6 +52,7 @@ def asgi_client(app: Quart) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
+@pytest.mark.slow
 async def test_a_head_over_16_kib_in_one_read_is_431_problem(tmp_path: Path) -> None:
     # 65,400 bytes arrive in one read: h11 (16 KiB only while a head is incomplete) lets it pass.
     async with hypercorn_server(tmp_path, service_env()) as base:
@@ -62,6 +64,7 @@ async def test_a_head_over_16_kib_in_one_read_is_431_problem(tmp_path: Path) -> 
     assert headers[b"x-content-type-options"] == b"nosniff"
 
 
+@pytest.mark.slow
 async def test_a_head_of_15_kib_is_served(tmp_path: Path) -> None:
     headers = {f"X-Padding-{index}": "a" * 1000 for index in range(15)}
     async with (

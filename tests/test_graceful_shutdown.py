@@ -28,6 +28,9 @@ from tests.support import PASSWORD
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = "auth-service: serving on "
 
+# Every test starts python -m service.serve and its worker processes.
+pytestmark = pytest.mark.slow
+
 
 async def start(
     tmp_path: Path,

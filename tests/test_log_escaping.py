@@ -92,6 +92,7 @@ def test_audit_lines_are_ascii_json_on_one_line() -> None:
     assert json.loads(line)["username"] == username
 
 
+@pytest.mark.slow
 async def test_the_access_log_writes_one_line_with_visible_escapes(tmp_path: Path) -> None:
     access_log = tmp_path / "access.log"
     port = free_port()

@@ -81,6 +81,7 @@ def run(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_alembic_command_line_upgrade_head(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "alembic", "upgrade", "head"], tmp_path)
 
@@ -88,6 +89,7 @@ async def test_alembic_command_line_upgrade_head(tmp_path: Path) -> None:
     assert ("table", "users") in {(k, n) for k, n, _ in sqlite_schema(tmp_path / "cli.db")}
 
 
+@pytest.mark.slow
 async def test_service_cli_db_upgrade(tmp_path: Path) -> None:
     result = run([sys.executable, "-m", "service", "db", "upgrade"], tmp_path)
 

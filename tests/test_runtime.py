@@ -47,6 +47,7 @@ asyncio.run(main())
 
 
 @pytest.mark.parametrize("tuning", ["true", "false"])
+@pytest.mark.slow
 def test_the_served_app_tunes_the_collector_unless_told_not_to(tmp_path: Path, tuning: str) -> None:
     env = clean_env(
         AUTH_ENV="testing",

@@ -69,6 +69,7 @@ def service_env(settings: Settings) -> dict[str, str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql+redis"], indirect=True)
 async def test_two_processes_share_revocation_throttle_and_reuse_detection(
     settings_factory: SettingsFactory, tmp_path: Path

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.servers import clean_env, hypercorn_server
 from tests.support import PASSWORD
@@ -22,6 +23,7 @@ SEED = "20261129"
 BUDGET_SECONDS = "100"
 
 
+@pytest.mark.slow
 async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     env = clean_env(
         AUTH_ENV="testing",

@@ -6,8 +6,12 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.servers import HYPERCORN, clean_env, free_port, wait_until_up
+
+# Every test starts hypercorn.
+pytestmark = pytest.mark.slow
 
 
 async def test_production_without_a_secret_exits_non_zero_with_one_line(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ from tests.servers import ROOT, clean_env, free_port, run_python
 
 Command = Callable[[int], list[str]]
 
+# Every test starts a real server process.
+pytestmark = pytest.mark.slow
+
 
 def hypercorn(port: int) -> list[str]:
     return ["-m", "hypercorn", "-c", str(ROOT / "hypercorn.toml"), "--bind", f"127.0.0.1:{port}"]
