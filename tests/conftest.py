@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from service.store import migrations
 from service.store.db import Database
 from service.web.app import create_app
 from tests import backends
+from tests.commands import InProcessCommand, testing_variables
 from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
 
 
@@ -35,6 +37,18 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("AUTH_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _audit_handler_of_this_test_only() -> Iterator[None]:
+    """The app adds the audit logger's handler once, on the sys.stdout of that moment
+    (service/core/audit.py): under capsys a stream closed after the test, where every later
+    audit line would be a logging error on stderr. A handler added in a test goes with it."""
+    audit_logger = logging.getLogger("service.audit")
+    before = list(audit_logger.handlers)
+    yield
+    for handler in [h for h in audit_logger.handlers if h not in before]:
+        audit_logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +145,12 @@ async def tokens(client: Client, user: SignedUp) -> dict[str, Any]:
 @pytest.fixture
 def auth_headers(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture
+def service_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> InProcessCommand:
+    """The service's command in this process, on a testing environment whose SQLite database
+    is ``tmp_path/auth.db``."""
+    return InProcessCommand(monkeypatch, capsys, tmp_path, testing_variables(tmp_path / "auth.db"))

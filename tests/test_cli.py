@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,14 +12,10 @@ import pytest
 
 from service.ops.cli import main
 from service.web.app import create_app
-from tests.servers import run_service_command
+from tests.commands import InProcessCommand
 from tests.support import PASSWORD, make_settings
 
 CREATE_BOB = ["users", "create", "bob", "--email", "b@x.io"]
-
-
-def cli(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return run_service_command(tmp_path, *args, stdin=stdin)
 
 
 def run_main(argv: list[str]) -> int:
@@ -49,9 +44,10 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-async def test_users_create_then_log_in_over_http(tmp_path: Path) -> None:
-    created = cli(
-        tmp_path,
+async def test_users_create_then_log_in_over_http(
+    tmp_path: Path, service_command: InProcessCommand
+) -> None:
+    created = await service_command(
         "users",
         "create",
         "root",
@@ -76,12 +72,13 @@ async def test_users_create_then_log_in_over_http(tmp_path: Path) -> None:
     assert response.status_code == 200
 
 
-async def test_users_create_refuses_a_weak_password_and_a_duplicate(tmp_path: Path) -> None:
-    weak = cli(
-        tmp_path, "users", "create", "bob", "--email", "b@x.io", "--password-stdin", stdin="short\n"
+async def test_users_create_refuses_a_weak_password_and_a_duplicate(
+    service_command: InProcessCommand,
+) -> None:
+    weak = await service_command(
+        "users", "create", "bob", "--email", "b@x.io", "--password-stdin", stdin="short\n"
     )
-    first = cli(
-        tmp_path,
+    first = await service_command(
         "users",
         "create",
         "bob",
@@ -90,8 +87,7 @@ async def test_users_create_refuses_a_weak_password_and_a_duplicate(tmp_path: Pa
         "--password-stdin",
         stdin=PASSWORD + "\n",
     )
-    again = cli(
-        tmp_path,
+    again = await service_command(
         "users",
         "create",
         "BOB",
@@ -108,9 +104,8 @@ async def test_users_create_refuses_a_weak_password_and_a_duplicate(tmp_path: Pa
     assert "taken" in again.stderr
 
 
-async def test_set_roles_and_disable(tmp_path: Path) -> None:
-    cli(
-        tmp_path,
+async def test_set_roles_and_disable(tmp_path: Path, service_command: InProcessCommand) -> None:
+    created = await service_command(
         "users",
         "create",
         "bob",
@@ -120,10 +115,11 @@ async def test_set_roles_and_disable(tmp_path: Path) -> None:
         stdin=PASSWORD + "\n",
     )
 
-    roles = cli(tmp_path, "users", "set-roles", "bob", "admin", "auditor")
-    disabled = cli(tmp_path, "users", "disable", "bob")
-    missing = cli(tmp_path, "users", "disable", "nobody")
+    roles = await service_command("users", "set-roles", "bob", "admin", "auditor")
+    disabled = await service_command("users", "disable", "bob")
+    missing = await service_command("users", "disable", "nobody")
 
+    assert created.returncode == 0, created.stderr
     assert json.loads(roles.stdout)["roles"] == ["admin", "auditor"]
     assert json.loads(disabled.stdout)["is_active"] is False
     assert missing.returncode == 1

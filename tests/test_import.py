@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from service.ops.importer import (
     with_suffix,
 )
 from service.web.state import get_state
+from tests.commands import Finished, InProcessCommand
 from tests.servers import run_service_command
 from tests.support import PASSWORD, Client, make_settings, running_app
 
@@ -32,6 +32,7 @@ FLASK_LOGIN_SCHEMA = (
     "CREATE TABLE user (id INTEGER PRIMARY KEY, email VARCHAR(100) UNIQUE, "
     "password VARCHAR(100), name VARCHAR(1000))"
 )
+ImportCommand = Callable[..., Awaitable[Finished]]
 JWT_EXTENDED_SCHEMA = (
     "CREATE TABLE user (id INTEGER PRIMARY KEY, email VARCHAR(120) UNIQUE NOT NULL, "
     "password VARCHAR(80) NOT NULL, is_active BOOLEAN NOT NULL)"
@@ -69,8 +70,14 @@ def make_source(path: Path, schema: str, rows: Sequence[dict[str, object]]) -> s
     return f"sqlite:///{path}"
 
 
-def run_import(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_service_command(tmp_path, "users", "import", *args)
+@pytest.fixture
+def run_import(service_command: InProcessCommand) -> ImportCommand:
+    """``users import ARGS`` in this process, into the service's database ``tmp_path/auth.db``."""
+
+    async def run(*args: str) -> Finished:
+        return await service_command("users", "import", *args)
+
+    return run
 
 
 def stored_users(tmp_path: Path) -> dict[str, StoredUser]:
@@ -113,7 +120,7 @@ def hasher(settings: Settings) -> Iterator[PasswordHasher]:
 
 
 async def test_flask_login_tutorial_users_log_in_with_their_werkzeug_passwords(
-    tmp_path: Path,
+    tmp_path: Path, run_import: ImportCommand
 ) -> None:
     source = make_source(
         tmp_path / "flask_login.db",
@@ -137,7 +144,7 @@ async def test_flask_login_tutorial_users_log_in_with_their_werkzeug_passwords(
         ],
     )
 
-    result = run_import(tmp_path, source)
+    result = await run_import(source)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -179,10 +186,12 @@ JWT_EXTENDED_ROWS: list[dict[str, object]] = [
 ]
 
 
-async def test_plaintext_users_are_hashed_and_log_in(tmp_path: Path) -> None:
+async def test_plaintext_users_are_hashed_and_log_in(
+    tmp_path: Path, run_import: ImportCommand
+) -> None:
     source = make_source(tmp_path / "jwt.db", JWT_EXTENDED_SCHEMA, JWT_EXTENDED_ROWS)
 
-    result = run_import(tmp_path, source)
+    result = await run_import(source)
 
     assert result.returncode == 0, result.stderr
     plaintext = "plaintext password (hashed with argon2id, never stored)"
@@ -224,7 +233,7 @@ async def test_plaintext_users_are_hashed_and_log_in(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("login_column", ["username", "name"])
 async def test_flask_bcrypt_users_log_in_and_are_upgraded(
-    tmp_path: Path, login_column: str
+    tmp_path: Path, run_import: ImportCommand, login_column: str
 ) -> None:
     source = make_source(
         tmp_path / "bcrypt.db",
@@ -246,7 +255,7 @@ async def test_flask_bcrypt_users_log_in_and_are_upgraded(
         ],
     )
 
-    result = run_import(tmp_path, source)
+    result = await run_import(source)
 
     assert result.returncode == 0, result.stderr
     assert (
@@ -279,12 +288,14 @@ async def test_flask_bcrypt_users_log_in_and_are_upgraded(
 # Dry run, re-runs and conflicts.
 
 
-async def test_dry_run_reports_and_writes_nothing(tmp_path: Path) -> None:
+async def test_dry_run_reports_and_writes_nothing(
+    tmp_path: Path, run_import: ImportCommand
+) -> None:
     source_path = tmp_path / "jwt.db"
     source = make_source(source_path, JWT_EXTENDED_SCHEMA, JWT_EXTENDED_ROWS)
     digest = file_digest(source_path)
 
-    dry = run_import(tmp_path, source, "--dry-run")
+    dry = await run_import(source, "--dry-run")
 
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
@@ -299,19 +310,21 @@ async def test_dry_run_reports_and_writes_nothing(tmp_path: Path) -> None:
     assert stored_users(tmp_path) == {}
     assert file_digest(source_path) == digest
 
-    real = run_import(tmp_path, source)
+    real = await run_import(source)
 
     assert real.stdout.splitlines()[-1] == "summary: 3 imported, 0 skipped, 3 rows in table 'user'"
     assert file_digest(source_path) == digest
 
 
-async def test_a_second_run_imports_nothing_and_reports_skips(tmp_path: Path) -> None:
+async def test_a_second_run_imports_nothing_and_reports_skips(
+    tmp_path: Path, run_import: ImportCommand
+) -> None:
     source = make_source(tmp_path / "jwt.db", JWT_EXTENDED_SCHEMA, JWT_EXTENDED_ROWS)
-    first = run_import(tmp_path, source)
+    first = await run_import(source)
     assert first.returncode == 0, first.stderr
     before = stored_users(tmp_path)
 
-    second = run_import(tmp_path, source)
+    second = await run_import(source)
 
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines() == [
@@ -323,7 +336,9 @@ async def test_a_second_run_imports_nothing_and_reports_skips(tmp_path: Path) ->
     assert stored_users(tmp_path) == before
 
 
-async def test_conflicting_service_users_are_reported_and_not_changed(tmp_path: Path) -> None:
+async def test_conflicting_service_users_are_reported_and_not_changed(
+    tmp_path: Path, run_import: ImportCommand
+) -> None:
     async with running_app(make_settings(tmp_path)) as app:
         client = app.test_client()
         for username, email in (("alice", "ALICE@example.com"), ("dana_k", "dk@service.io")):
@@ -357,7 +372,7 @@ async def test_conflicting_service_users_are_reported_and_not_changed(tmp_path: 
         ],
     )
 
-    result = run_import(tmp_path, source)
+    result = await run_import(source)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -437,11 +452,13 @@ def test_a_source_that_cannot_be_read_is_one_line_and_status_1(
     assert not (tmp_path / "missing.db").exists()
 
 
-async def test_a_file_that_is_not_a_database_fails_in_a_subprocess(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_file_that_is_not_a_database_fails_in_a_subprocess(tmp_path: Path) -> None:
+    # The whole command as a process: the one line and the status are all it leaves behind.
     not_a_database = tmp_path / "notes.db"
     not_a_database.write_text("these are not the tables you are looking for\n" * 100)
 
-    result = run_import(tmp_path, f"sqlite:///{not_a_database}")
+    result = run_service_command(tmp_path, "users", "import", f"sqlite:///{not_a_database}")
 
     assert result.returncode == 1
     assert result.stdout == ""

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +26,35 @@ from service.core.keys import (
 from service.core.tokens import SigningKey, TokenSettings
 from service.ops.cli import main
 from service.web.app import create_app
-from tests.servers import clean_env, wait_until_up
+from tests.commands import Finished, InProcessCommand
+from tests.servers import ROOT, clean_env, hypercorn_server, run_python
 from tests.support import PASSWORD, Client, make_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-HYPERCORN = [sys.executable, "-m", "hypercorn", "-c", str(ROOT / "hypercorn.toml")]
+KeysGenerate = Callable[..., Awaitable[Finished]]
 ASYMMETRIC = ["RS256", "ES256", "EdDSA"]
 JWKS_PATH = "/.well-known/jwks.json"
 PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 CHEAP_HASHING = {"AUTH_ARGON2_MEMORY_COST": "1024", "AUTH_ARGON2_TIME_COST": "1"}
 
 
-@dataclass(frozen=True)
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
+# Production without a secret and an unreachable database: `keys generate` needs neither.
+KEYS_ENVIRONMENT = {
+    "AUTH_ENV": "production",
+    "AUTH_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/nothing",
+}
 
 
-async def keys_generate(*args: str) -> Finished:
-    # Production without a secret and an unreachable database: `keys generate` needs neither.
-    env = clean_env(
-        AUTH_ENV="production",
-        AUTH_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/nothing",
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        "keys",
-        "generate",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return Finished(process.returncode, stdout.decode(), stderr.decode())
+@pytest.fixture
+def keys_generate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> KeysGenerate:
+    """``keys generate ARGS`` in this process, on the production environment above."""
+    command = InProcessCommand(monkeypatch, capsys, tmp_path, KEYS_ENVIRONMENT)
+
+    async def run(*args: str) -> Finished:
+        return await command("keys", "generate", *args)
+
+    return run
 
 
 def write_key(directory: Path, name: str, algorithm: str) -> Path:
@@ -126,7 +113,7 @@ async def published_kids(client: Client) -> list[str]:
 
 @pytest.mark.parametrize("algorithm", ASYMMETRIC)
 async def test_keys_generate_writes_an_owner_only_pem_and_prints_its_kid(
-    tmp_path: Path, algorithm: str
+    tmp_path: Path, keys_generate: KeysGenerate, algorithm: str
 ) -> None:
     out = tmp_path / "signing.pem"
 
@@ -142,7 +129,7 @@ async def test_keys_generate_writes_an_owner_only_pem_and_prints_its_kid(
 
 @pytest.mark.parametrize("algorithm", ASYMMETRIC)
 async def test_keys_generate_refuses_to_overwrite_without_force(
-    tmp_path: Path, algorithm: str
+    tmp_path: Path, keys_generate: KeysGenerate, algorithm: str
 ) -> None:
     out = write_key(tmp_path, "signing.pem", algorithm)
     original = out.read_bytes()
@@ -209,7 +196,9 @@ def test_keys_generate_reports_a_folder_it_cannot_create_in_one_line(
     assert names_in(tmp_path) == []
 
 
-async def test_keys_generate_reports_an_unwritable_path_in_one_line(tmp_path: Path) -> None:
+async def test_keys_generate_reports_an_unwritable_path_in_one_line(
+    tmp_path: Path, keys_generate: KeysGenerate
+) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     out = tmp_path / "a-file" / "signing.pem"
 
@@ -220,12 +209,34 @@ async def test_keys_generate_reports_an_unwritable_path_in_one_line(tmp_path: Pa
     assert finished.stderr == f"error: {tmp_path / 'a-file'} exists and is not a folder\n"
 
 
-async def test_keys_generate_offers_only_asymmetric_algorithms(tmp_path: Path) -> None:
+async def test_keys_generate_offers_only_asymmetric_algorithms(
+    tmp_path: Path, keys_generate: KeysGenerate
+) -> None:
     finished = await keys_generate("--algorithm", "HS256", "--out", str(tmp_path / "k"))
 
     assert finished.returncode == 2
     assert "invalid choice: 'HS256'" in finished.stderr
     assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.slow
+def test_python_m_service_keys_generate_needs_no_secret_and_no_database(tmp_path: Path) -> None:
+    # A fresh interpreter: nothing that `python -m service` imports may want the secret or the
+    # database (the in-process tests above run with the service already imported).
+    out = tmp_path / "signing.pem"
+
+    finished = run_python(
+        "-m",
+        "service",
+        *["keys", "generate", "--algorithm", "ES256", "--out", str(out)],
+        cwd=ROOT,
+        env=clean_env(**KEYS_ENVIRONMENT),
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stderr == ""
+    assert finished.stdout == f"{kid_of(out, 'ES256')}\n"
+    assert out.stat().st_mode & 0o777 == 0o600
 
 
 # The service signing with an asymmetric key
@@ -468,17 +479,6 @@ def test_previous_keys_of_the_other_kind_are_refused_not_ignored(
 # A resource server that knows only the JWKS URL
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_until_serving(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
-    await wait_until_up(str(http.base_url).rstrip("/"), process)
-
-
 async def verify_with_jwks_only(jwks_url: str, token: str) -> dict[str, Any]:
     """What a separate API does: fetch the key named by the token's kid, then verify."""
     jwk_client = jwt.PyJWKClient(jwks_url)
@@ -494,10 +494,9 @@ async def verify_with_jwks_only(jwks_url: str, token: str) -> dict[str, Any]:
     return claims
 
 
+@pytest.mark.slow
 async def test_a_resource_server_verifies_tokens_with_only_the_jwks_url(tmp_path: Path) -> None:
     pem_path = write_key(tmp_path, "signing.pem", "ES256")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     env = clean_env(
         AUTH_ENV="testing",
         AUTH_JWT_ALGORITHM="ES256",
@@ -505,19 +504,8 @@ async def test_a_resource_server_verifies_tokens_with_only_the_jwks_url(tmp_path
         AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
         **CHEAP_HASHING,
     )
-    process = await asyncio.create_subprocess_exec(
-        *HYPERCORN,
-        "--bind",
-        f"127.0.0.1:{port}",
-        "service.asgi:app",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
+    async with hypercorn_server(tmp_path, env) as base_url:
         async with httpx.AsyncClient(base_url=base_url) as http:
-            await wait_until_serving(http, process)
             signup = await http.post(
                 "/signup",
                 json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
@@ -536,10 +524,6 @@ async def test_a_resource_server_verifies_tokens_with_only_the_jwks_url(tmp_path
         )
         with pytest.raises(jwt.InvalidSignatureError):
             await verify_with_jwks_only(f"{base_url}{JWKS_PATH}", forged)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=30)
 
     assert signup.status_code == 201
     assert claims["sub"] == signup.json()["id"]
