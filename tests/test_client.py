@@ -53,6 +53,8 @@ def pair(number: int, expires_in: int = 900) -> httpx.Response:
 @dataclass
 class FakeServer:
     refresh_delay: float = 0.05
+    # When set, a refresh is answered only once this opens (after ``refresh_started``).
+    refresh_gate: asyncio.Event | None = None
     number: int = 1
     live_access: str | None = "access-1"
     refresh_answers: list[httpx.Response] | None = None  # given in order before the real ones
@@ -62,6 +64,7 @@ class FakeServer:
         self.calls: Counter[str] = Counter()
         self.presented_refresh_tokens: list[str] = []
         self.seen: list[httpx.Request] = []
+        self.refresh_started = asyncio.Event()
 
     def expire(self) -> None:
         self.live_access = None
@@ -87,7 +90,11 @@ class FakeServer:
         return httpx.Response(200, json={"token": token})
 
     async def _refresh(self, token: str) -> httpx.Response:
-        await asyncio.sleep(self.refresh_delay)
+        self.refresh_started.set()
+        if self.refresh_gate is not None:
+            await self.refresh_gate.wait()
+        else:
+            await asyncio.sleep(self.refresh_delay)
         if self.refresh_answers:
             return self.refresh_answers.pop(0)
         if token in self.presented_refresh_tokens:
@@ -244,12 +251,13 @@ async def test_a_waiter_that_gives_up_does_not_cancel_the_refresh(
     api: AuthClient, server: FakeServer
 ) -> None:
     server.expire()
-    server.refresh_delay = 0.2
+    server.refresh_gate = asyncio.Event()
     impatient = asyncio.ensure_future(api.get("/protected"))
     patient = asyncio.ensure_future(api.get("/protected"))
-    await asyncio.sleep(0.05)  # both are waiting for the refresh now
+    await server.refresh_started.wait()  # the refresh is in flight, held at the server
 
     impatient.cancel()
+    server.refresh_gate.set()
     response = await patient
 
     assert response.status_code == 200
@@ -259,11 +267,12 @@ async def test_a_waiter_that_gives_up_does_not_cancel_the_refresh(
 
 async def test_a_login_during_a_refresh_wins(api: AuthClient, server: FakeServer) -> None:
     server.expire()
-    server.refresh_delay = 0.2
+    server.refresh_gate = asyncio.Event()
     waiting = asyncio.ensure_future(api.get("/protected"))
-    await asyncio.sleep(0.05)
+    await server.refresh_started.wait()  # the refresh is in flight, held at the server
 
     await api.login("alice", PASSWORD)  # access-3; the refresh of refresh-2 is then refused
+    server.refresh_gate.set()
     response = await waiting
 
     assert response.json() == {"token": "access-3"}

@@ -94,24 +94,28 @@ async def status_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 async def test_sigterm_during_a_burst_drops_no_in_flight_request(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = await start(tmp_path, port, workers=2)
-    try:
-        await wait_until_serving(process)
-        async with httpx.AsyncClient(base_url=base) as client:
-            signup = await client.post(
-                "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
-            )
-            assert signup.status_code == 201
-        # Each login takes a second (tests/slow_app.py): all of them are in flight at the signal.
-        connections = await asyncio.gather(*(send_login(port) for _ in range(16)))
-        await asyncio.sleep(0.2)
-        os.kill(process.pid, signal.SIGTERM)
-        results = await asyncio.gather(*(status_line(*c) for c in connections))
-        exit_code = await asyncio.wait_for(process.wait(), timeout=60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with announcements(tmp_path / "announcements") as heard:
+        env = {"TEST_ANNOUNCE_TO": str(tmp_path / "announcements")}
+        process = await start(tmp_path, port, workers=2, app="tests.slow_app:app", env=env)
+        try:
+            await wait_until_serving(process)
+            async with httpx.AsyncClient(base_url=base) as client:
+                signup = await client.post(
+                    "/signup", json={"username": "alice", "email": "a@x.io", "password": PASSWORD}
+                )
+                assert signup.status_code == 201
+            # Each login takes a second (tests/slow_app.py) once a worker has taken it: the
+            # signal comes when every one of them has said so, in the middle of that second.
+            connections = await asyncio.gather(*(send_login(port) for _ in range(16)))
+            for _ in connections:
+                await announced(heard, "in flight")
+            os.kill(process.pid, signal.SIGTERM)
+            results = await asyncio.gather(*(status_line(*c) for c in connections))
+            exit_code = await asyncio.wait_for(process.wait(), timeout=60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
     log = (await process.stderr.read()).decode() if process.stderr else ""
     assert results == ["HTTP/1.1 200"] * len(results), log[-3000:]
