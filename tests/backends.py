@@ -2,7 +2,8 @@
 
 Under ``CI=true`` an unreachable PostgreSQL or Redis fails the tests that need it (loudly, with
 the reason); elsewhere those tests are skipped. Each test gets its own PostgreSQL database,
-copied from a template migrated once per session, and its own Redis key prefix.
+copied from a template migrated once per session (per xdist worker: each has its own), and its
+own Redis key prefix; every name carries the worker's id.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("AUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI") == "true"
+# "gw0", "gw1", ... under pytest-xdist; "main" in a run without workers.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -69,7 +72,7 @@ def check_redis() -> None:
 
 
 def create_database(template: str | None = None) -> str:
-    name = f"auth_test_{uuid.uuid4().hex[:12]}"
+    name = f"auth_test_{WORKER}_{uuid.uuid4().hex[:12]}"
     clause = f" TEMPLATE {template}" if template else ""
     run_sync(_admin(f'CREATE DATABASE "{name}"{clause}'))
     return name

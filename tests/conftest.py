@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,20 +16,68 @@ from service.core.config import Settings
 from service.store import migrations
 from service.store.db import Database
 from service.web.app import create_app
-from tests import backends
+from tests import backends, servers
 from tests.commands import InProcessCommand, testing_variables
 from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
+
+# Started first, so that no worker is left running one of them alone at the end of the run.
+LONGEST_FIRST = ("tests/test_schemathesis.py", "tests/test_pytest_plugin.py", "tests/e2e/")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The plugin's tests of real pytest sessions (the ``runs`` fixture starts five) are system
-    tests."""
+    """System tests first, the longest before them. The plugin's tests of real pytest sessions
+    (the ``runs`` fixture starts five) are system tests."""
     for item in items:
         if item.nodeid.startswith("tests/test_pytest_plugin.py") and "runs" in getattr(
             item, "fixturenames", ()
         ):
             item.add_marker(pytest.mark.slow)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        longest = [i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)]
+        slow = item.get_closest_marker("slow") is not None
+        return (longest[0] if longest else len(LONGEST_FIRST), 0 if slow else 1)
+
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is disabled
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n N``: one test per unit of work, the modules of tests/scheduling.py whole."""
+    if config.getvalue("dist") != "load":
+        return None  # another --dist was asked for
+    from tests.scheduling import ModulesTogetherScheduling
+
+    return ModulesTogetherScheduling(config, log)
+
+
+# A parameter drawn at random when its module is imported (a bcrypt salt, a uuid4) differs in each
+# xdist worker, and every worker must collect the same test ids: their ids leave that part out.
+RANDOM_BCRYPT_HASH = re.compile(r"(\$2[abxy]?\$\d\d\$)([./A-Za-z0-9]{50,53})")
+RANDOM_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    if not isinstance(val, str):
+        return None
+    if bcrypt_hash := RANDOM_BCRYPT_HASH.fullmatch(val):
+        return f"{bcrypt_hash[1]}<{len(bcrypt_hash[2])} characters of salt and hash>"
+    if RANDOM_UUID.fullmatch(val):
+        return "<a random uuid4>"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ports_claimed_once(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One folder of claimed ports for the whole run: under xdist, the workers' base
+    temporary folders share their parent."""
+    run_folder = tmp_path_factory.getbasetemp()
+    if backends.WORKER != "main":
+        run_folder = run_folder.parent
+    claims = run_folder / "ports"
+    claims.mkdir(exist_ok=True)
+    servers.PORT_CLAIMS = claims
 
 
 @pytest.fixture(autouse=True)

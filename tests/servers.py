@@ -18,10 +18,25 @@ ROOT = Path(__file__).resolve().parent.parent
 HYPERCORN = [sys.executable, "-m", "hypercorn", "-c", str(ROOT / "hypercorn.toml")]
 
 
+# Where the ports handed out in this test run are claimed (set by tests/conftest.py): one
+# folder for every xdist worker of the run.
+PORT_CLAIMS: Path | None = None
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port nothing listens on, that no other test of this run (in any worker) was given:
+    between this call and a server binding it, another worker's ``free_port`` could otherwise
+    be handed the same port by the kernel."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if PORT_CLAIMS is None:
+            return port
+        try:
+            os.close(os.open(PORT_CLAIMS / str(port), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
         return port
 
 

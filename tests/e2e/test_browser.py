@@ -8,7 +8,6 @@ docs/screenshots/ (shown in the README), otherwise they go to a temporary folder
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from playwright.async_api import (
     expect,
 )
 
+from tests.servers import HANG_GUARD_SECONDS, free_port
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     if os.environ.get("CI") == "true":
@@ -41,7 +42,8 @@ if not CHROMIUM.exists():
         )
     pytest.skip(f"{CHROMIUM} is missing", allow_module_level=True)
 
-# The browser is shared by the module's tests, so they run on the module's event loop.
+# The browser is shared by the module's tests, so they run on the module's event loop (and on one
+# xdist worker: tests/scheduling.py).
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,13 +75,6 @@ FORGED_PAGE = """<!doctype html>
 <script>document.forms[0].submit();</script>
 </body></html>
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -117,17 +112,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        # Until it answers or exits: a start that is merely slow (a busy machine) is waited for.
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
         while True:
             if process.poll() is not None:
                 pytest.fail(f"the server exited early:\n{log_path.read_text()}")
             try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{base_url}/health").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the server did not start in 30 s:\n{log_path.read_text()}")
+                pytest.fail(f"the server hung in start-up:\n{log_path.read_text()}")
             time.sleep(0.05)
         yield base_url
     finally:
