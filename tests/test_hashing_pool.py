@@ -8,6 +8,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from service.core.passwords import PasswordHasher
 from service.web.state import get_state
+from tests.servers import HANG_GUARD_SECONDS
 from tests.support import PASSWORD, Client, SettingsFactory, make_settings, running_app
 
 
@@ -37,10 +39,12 @@ def start_signup(client: Client, index: int) -> asyncio.Task[Any]:
 
 
 async def until_pending(hasher: PasswordHasher, jobs: int) -> None:
-    """Until ``jobs`` hashing jobs hold their places in the pool."""
-    for _ in range(1000):
-        if hasher.pending >= jobs:
-            return
+    """Until ``jobs`` hashing jobs hold their places in the pool (however long a busy machine
+    takes to get them there; a count of polls would give up and let the test go on wrongly)."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while hasher.pending < jobs:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{hasher.pending} of {jobs} hashing jobs ever got to the pool")
         await asyncio.sleep(0.01)
 
 
