@@ -20,24 +20,25 @@ from tests import backends, servers
 from tests.commands import InProcessCommand, testing_variables
 from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
 
-# Started first, so that no worker is left running one of them alone at the end of the run.
-LONGEST_FIRST = ("tests/test_schemathesis.py", "tests/test_pytest_plugin.py", "tests/e2e/")
+# Started first, so that no worker is left running one of them alone at the end of the run. The
+# other tests keep their order: the system tests among them, each a few seconds, are spread over
+# the run instead of all starting processes at once.
+LONGEST_FIRST = ("tests/test_schemathesis.py", "tests/test_pytest_plugin.py")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """System tests first, the longest before them. The plugin's tests of real pytest sessions
-    (the ``runs`` fixture starts five) are system tests."""
+    """The longest tests first. The plugin's tests of real pytest sessions (the ``runs`` fixture
+    starts five) are system tests."""
     for item in items:
         if item.nodeid.startswith("tests/test_pytest_plugin.py") and "runs" in getattr(
             item, "fixturenames", ()
         ):
             item.add_marker(pytest.mark.slow)
 
-    def rank(item: pytest.Item) -> tuple[int, int]:
+    def rank(item: pytest.Item) -> int:
         longest = [i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)]
-        slow = item.get_closest_marker("slow") is not None
-        return (longest[0] if longest else len(LONGEST_FIRST), 0 if slow else 1)
+        return longest[0] if longest else len(LONGEST_FIRST)
 
     items.sort(key=rank)
 
