@@ -495,6 +495,8 @@ async def test_a_real_expiry_without_leeway(tmp_path: Path) -> None:
             await api.login("alice", PASSWORD)
             first_token = api.access_token
             fresh = await api.get("/protected")
+            # On a busy machine the token may already have needed a refresh: count from here.
+            refreshes_before = transport.requests[("POST", "/refresh")]
             await asyncio.sleep(1.1)
 
             responses = await asyncio.gather(*(api.get("/protected") for _ in range(20)))
@@ -505,4 +507,4 @@ async def test_a_real_expiry_without_leeway(tmp_path: Path) -> None:
     assert fresh.status_code == 200
     assert (await first_again.get_json())["code"] == "TOKEN_EXPIRED"
     assert [r.status_code for r in responses] == [200] * 20
-    assert transport.requests[("POST", "/refresh")] == 1
+    assert transport.requests[("POST", "/refresh")] - refreshes_before == 1
