@@ -23,7 +23,7 @@ from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_sett
 # Started first, so that no worker is left running one of them alone at the end of the run. The
 # other tests keep their order: the system tests among them, each a few seconds, are spread over
 # the run instead of all starting processes at once.
-LONGEST_FIRST = ("tests/test_schemathesis.py", "tests/test_pytest_plugin.py")
+LONGEST_FIRST = ("tests/system/test_schemathesis.py", "tests/system/test_pytest_plugin.py")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest tests first. The plugin's tests of real pytest sessions (the ``runs`` fixture
     starts five) are system tests."""
     for item in items:
-        if item.nodeid.startswith("tests/test_pytest_plugin.py") and "runs" in getattr(
+        if item.nodeid.startswith("tests/system/test_pytest_plugin.py") and "runs" in getattr(
             item, "fixturenames", ()
         ):
             item.add_marker(pytest.mark.slow)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # no py.typed
 
-# A browser and its server (tests/e2e); five real pytest sessions (the plugin's opt-in tests).
-ONE_WORKER_MODULES = ("tests/e2e/test_browser.py", "tests/test_pytest_plugin.py")
+# A browser and its server (tests/system/test_browser.py); six real pytest sessions
+# (the plugin's opt-in tests).
+ONE_WORKER_MODULES = ("tests/system/test_browser.py", "tests/system/test_pytest_plugin.py")
 
 
 class ModulesTogetherScheduling(LoadScopeScheduling):  # type: ignore[misc]

@@ -18,7 +18,7 @@ from service.store.db import Database
 from service.store.models import Base
 from tests.support import make_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sqlite_schema(path: Path) -> set[tuple[str, str, str]]:

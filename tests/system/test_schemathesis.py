@@ -17,7 +17,7 @@ import pytest
 from tests.servers import clean_env, hypercorn_server
 from tests.support import PASSWORD
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance,ignored_auth"
 SEED = "20261129"
 BUDGET_SECONDS = "100"

@@ -25,7 +25,7 @@ from tests.servers import (
 )
 from tests.support import PASSWORD
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVING = "auth-service: serving on "
 
 # Every test starts python -m service.serve and its worker processes.

@@ -27,7 +27,7 @@ async def test_ready_is_200_when_the_backends_answer(client: Client, backend: st
 
 async def test_ready_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
     # A PostgreSQL server that is not there (nothing listens on port 9). An unusable SQLite
-    # path is refused at start-up instead (tests/test_startup_errors.py).
+    # path is refused at start-up instead (tests/system/test_startup_errors.py).
     settings = make_settings(
         tmp_path,
         database_url="postgresql+asyncpg://postgres@127.0.0.1:9/test",

@@ -1,1 +1,0 @@
-"""Browser tests: Chromium driven by Playwright against a live server."""
