@@ -15,10 +15,9 @@ from quart import Quart
 from service.core.config import Settings
 from service.store import migrations
 from service.store.db import Database
-from service.web.app import create_app
 from tests import backends, servers
 from tests.commands import InProcessCommand, testing_variables
-from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings
+from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_settings, running_app
 
 # Started first, so that no worker is left running one of them alone at the end of the run. The
 # other tests keep their order: the system tests among them, each a few seconds, are spread over
@@ -161,8 +160,7 @@ def settings(settings_factory: SettingsFactory) -> Settings:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Quart]:
-    application = create_app(settings)
-    async with application.test_app():
+    async with running_app(settings) as application:
         yield application
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from quart.typing import TestClientProtocol
 
 from service.accounts.hooks import AuthHooks
 from service.core.config import Settings
-from service.testing.plugin import isolated_settings
+from service.testing.plugin import isolated_settings, started_app
 from service.web.app import create_app
 
 # Aliased so pytest does not try to collect a class whose name starts with "Test".
@@ -39,9 +40,8 @@ class SignedUp:
 
 @asynccontextmanager
 async def running_app(settings: Settings, hooks: AuthHooks | None = None) -> AsyncIterator[Quart]:
-    """An app on ``settings`` with start-up (migrations) done; closed after the block."""
-    app = create_app(settings, hooks=hooks)
-    async with app.test_app():
+    """The service's app on ``settings``, started as the plugin's ``auth_app`` is."""
+    async with started_app(functools.partial(create_app, hooks=hooks), settings) as app:
         yield app
 
 

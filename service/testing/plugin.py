@@ -21,6 +21,7 @@ ran), ``auth_state``, ``auth_client`` (anonymous), ``make_user``, ``auth_user``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import time
@@ -259,6 +260,28 @@ class TokenMinter:
         ).token
 
 
+@contextlib.asynccontextmanager
+async def started_app(factory: AppFactory, settings: Settings) -> AsyncIterator[Quart]:
+    """``factory(settings)``, started for the block (its start-up ran: migrations, the first
+    hash) and shut down after it. Checks that the factory builds the app on these settings."""
+    from quart import Quart
+
+    from service.web.state import get_state
+
+    if isinstance(factory, Quart):
+        raise TypeError(
+            "auth_app_factory must return a factory (settings -> app), not an app: "
+            "return create_my_app, not create_my_app()"
+        )
+    app = factory(settings)
+    if get_state(app).settings is not settings:
+        raise RuntimeError(
+            "auth_app_factory must pass its settings on: AuthExtension(app, settings=settings)"
+        )
+    async with app.test_app():
+        yield app
+
+
 def client_with_token(app: Quart, token: str) -> TestClientProtocol:
     """A test client sending ``Authorization: Bearer <token>`` unless a request sets its own."""
     return cast("TestClientProtocol", _bearer_client_class()(app, token))
@@ -333,21 +356,7 @@ def _fixtures_plugin() -> types.ModuleType:
     async def auth_app(
         auth_app_factory: AppFactory, auth_settings: Settings
     ) -> AsyncIterator[Quart]:
-        from quart import Quart
-
-        from service.web.state import get_state
-
-        if isinstance(auth_app_factory, Quart):
-            raise TypeError(
-                "auth_app_factory must return a factory (settings -> app), not an app: "
-                "return create_my_app, not create_my_app()"
-            )
-        app = auth_app_factory(auth_settings)
-        if get_state(app).settings is not auth_settings:
-            raise RuntimeError(
-                "auth_app_factory must pass its settings on: AuthExtension(app, settings=settings)"
-            )
-        async with app.test_app():
+        async with started_app(auth_app_factory, auth_settings) as app:
             yield app
 
     @pytest.fixture

@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from service.web.app import create_app
-from tests.support import Client, make_settings
+from tests.support import Client, make_settings, running_app
 
 
 async def test_health_is_200(client: Client) -> None:
@@ -34,9 +33,7 @@ async def test_ready_is_503_when_the_database_is_unreachable(tmp_path: Path) -> 
         auto_migrate=False,
         ready_timeout=5.0,
     )
-    app = create_app(settings)
-
-    async with app.test_app():
+    async with running_app(settings) as app:
         response = await app.test_client().get("/ready")
 
     assert response.status_code == 503
@@ -145,7 +142,6 @@ async def test_unknown_asset_is_404(client: Client) -> None:
 
 
 async def test_docs_work_on_a_second_app_too(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path))
-    async with app.test_app():
+    async with running_app(make_settings(tmp_path)) as app:
         response = await app.test_client().get("/docs/assets/swagger-init.js")
     assert response.status_code == 200

@@ -9,10 +9,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from passlib.context import CryptContext
 
 from service.core.passwords import PasswordHasher
 from service.web.state import get_state
@@ -20,16 +22,30 @@ from tests.servers import HANG_GUARD_SECONDS
 from tests.support import PASSWORD, Client, SettingsFactory, make_settings, running_app
 
 
+class WatchedContext:
+    """Stands in for a hasher's CryptContext (its public ``context``): every ``hash`` first calls
+    ``before``, in the hashing thread, then hashes with the real context."""
+
+    def __init__(self, real: Any, before: Callable[[], object]) -> None:
+        self._real = real
+        self._before = before
+
+    def hash(self, secret: str) -> str:
+        self._before()
+        return str(self._real.hash(secret))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def watched(hasher: PasswordHasher, before: Callable[[], object]) -> CryptContext:
+    return cast("CryptContext", WatchedContext(hasher.context, before))
+
+
 def hold_hashing(hasher: PasswordHasher) -> threading.Event:
     """Every hash waits until the returned event is set, so jobs stay in the pool."""
     release = threading.Event()
-    original = hasher._hash
-
-    def held_hash(password: str) -> str:
-        release.wait(timeout=30)
-        return original(password)
-
-    hasher._hash = held_hash  # type: ignore[method-assign]
+    hasher.context = watched(hasher, lambda: release.wait(timeout=30))
     return release
 
 
@@ -80,9 +96,10 @@ async def test_hashing_threads_run_nicer_than_the_request_handling_thread(
     tmp_path: Path, nice: int
 ) -> None:
     hasher = PasswordHasher(make_settings(tmp_path, hash_workers=2, hash_nice=nice))
+    seen: set[int] = set()
+    hasher.context = watched(hasher, lambda: seen.add(_niceness()))
     try:
-        loop = asyncio.get_running_loop()
-        seen = {await loop.run_in_executor(hasher._executor, _niceness) for _ in range(4)}
+        await asyncio.gather(*(hasher.hash(PASSWORD) for _ in range(4)))
     finally:
         hasher.close()
 
@@ -139,10 +156,10 @@ async def test_a_signup_of_a_taken_name_is_409_without_hashing(
         assert (await client.post("/signup", json=first)).status_code == 201
         hasher = get_state(app).accounts.hasher
 
-        def no_hashing(password: str) -> str:
+        def no_hashing() -> None:
             raise AssertionError("a taken name was hashed")
 
-        hasher._hash = no_hashing  # type: ignore[method-assign]
+        hasher.context = watched(hasher, no_hashing)
         response = await client.post("/signup", json={**taken, "password": PASSWORD})
 
     assert response.status_code == 409

@@ -25,10 +25,9 @@ from service.core.keys import (
 )
 from service.core.tokens import SigningKey, TokenSettings
 from service.ops.cli import main
-from service.web.app import create_app
 from tests.commands import Finished, InProcessCommand
 from tests.servers import ROOT, clean_env, hypercorn_server, run_python
-from tests.support import PASSWORD, Client, make_settings
+from tests.support import PASSWORD, Client, make_settings, running_app
 
 KeysGenerate = Callable[..., Awaitable[Finished]]
 ASYMMETRIC = ["RS256", "ES256", "EdDSA"]
@@ -74,8 +73,7 @@ def kid_of(path: Path, algorithm: str) -> str:
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Client]:
-    app = create_app(settings)
-    async with app.test_app():
+    async with running_app(settings) as app:
         yield app.test_client()
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from service.ops.cli import main
-from service.web.app import create_app
 from tests.commands import InProcessCommand
-from tests.support import PASSWORD, make_settings
+from tests.support import PASSWORD, make_settings, running_app
 
 CREATE_BOB = ["users", "create", "bob", "--email", "b@x.io"]
 
@@ -64,8 +63,7 @@ async def test_users_create_then_log_in_over_http(
     assert user["email"] == "root@x.io"
     assert user["roles"] == ["admin"]
 
-    app = create_app(make_settings(tmp_path))
-    async with app.test_app():
+    async with running_app(make_settings(tmp_path)) as app:
         response = await app.test_client().post(
             "/login", json={"username": "root", "password": PASSWORD}
         )
@@ -123,8 +121,7 @@ async def test_set_roles_and_disable(tmp_path: Path, service_command: InProcessC
     assert json.loads(roles.stdout)["roles"] == ["admin", "auditor"]
     assert json.loads(disabled.stdout)["is_active"] is False
     assert missing.returncode == 1
-    app = create_app(make_settings(tmp_path))
-    async with app.test_app():
+    async with running_app(make_settings(tmp_path)) as app:
         response = await app.test_client().post(
             "/login", json={"username": "bob", "password": PASSWORD}
         )

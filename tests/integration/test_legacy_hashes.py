@@ -15,9 +15,8 @@ from service.core import passwords
 from service.core.config import Settings
 from service.core.passwords import PasswordHasher, Verification, legacy_scheme
 from service.store.unit_of_work import unit_of_work
-from service.web.app import create_app
 from service.web.state import get_state
-from tests.support import make_settings
+from tests.support import make_settings, running_app
 
 LEGACY_PASSWORD = "legacy password from flask"
 LIGATURE_PASSWORD = "\ufb01sh and chips"  # U+FB01 LATIN SMALL LIGATURE FI: NFKC gives "fish"
@@ -292,8 +291,7 @@ def test_recognizes_the_supported_formats(hasher: PasswordHasher) -> None:
 async def test_login_over_http_upgrades_a_legacy_hash(
     tmp_path: Path, make_hash: Callable[[str], str]
 ) -> None:
-    app = create_app(make_settings(tmp_path))
-    async with app.test_app():
+    async with running_app(make_settings(tmp_path)) as app:
         database = get_state(app).accounts.database
         async with unit_of_work(database, write=True) as uow:
             user = await uow.users.add(
