@@ -163,6 +163,19 @@ class Accounts:
         audit("signup", user_id=user.id)
         return user
 
+    async def sign_up(
+        self,
+        *,
+        username: str,
+        email: str,
+        password: str,
+        name: str | None,
+        client: ClientInfo,
+    ) -> tuple[User, TokenPair]:
+        """A new account, signed in at once with a browser session (the signup page)."""
+        user = await self.register(username=username, email=email, password=password, name=name)
+        return user, await self.start_session(user, client=client, with_csrf=True)
+
     async def verify_credentials(self, login: str, password: str, *, client: ClientInfo) -> User:
         """The user for these credentials, or InvalidCredentials (TooManyAttempts when throttled).
 

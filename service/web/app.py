@@ -33,12 +33,12 @@ from service.web.envelope import RequestEnvelope
 from service.web.http import validation_errors
 from service.web.inflight import InFlight
 from service.web.openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
+from service.web.routes import auth as auth_routes
 from service.web.routes import cookie_session as browser_routes
 from service.web.routes import docs as docs_routes
 from service.web.routes import health as health_routes
 from service.web.routes import jwks as key_routes
 from service.web.routes import pages as web_routes
-from service.web.routes import tokens as auth_routes
 from service.web.routes import users as user_routes
 from service.web.state import EXTENSION_KEY, AuthState, get_state
 

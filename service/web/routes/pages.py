@@ -262,11 +262,13 @@ async def signup_submit() -> AnyResponse:
             del form["name"]  # the optional field left blank
         data = _validate(SignupRequest, form, state, SIGNUP_MESSAGES)
         if data is not None:
-            accounts = get_accounts()
-            user = await accounts.register(
-                username=data.username, email=data.email, password=data.password, name=data.name
+            _, pair = await get_accounts().sign_up(
+                username=data.username,
+                email=data.email,
+                password=data.password,
+                name=data.name,
+                client=client_info(),
             )
-            pair = await accounts.start_session(user, client=client_info(), with_csrf=True)
             return await _logged_in(pair, await _cookie_session())
     except UserExists as error:
         if error.field in SIGNUP_FIELDS:
