@@ -101,7 +101,7 @@ class Catalog:
         port = next(self.ports)
         command = self._serve(source, port, *NO_ACCESS_LOG, "service_cached_user:app")
         label = (
-            "diagnostic: ours with the guard's verify_access replaced by a dict lookup per token "
+            "diagnostic: ours with the guard's user check replaced by a dict lookup per token "
             "(no revocation check at all), hypercorn 2 workers"
         )
         name = named(CACHED_USER, source)

@@ -206,7 +206,7 @@ DIAGNOSTIC_ROWS = (
     ("floor: bare Quart route", FLOOR, "p_low"),
     ("ours GET /health (the app's middleware, no guard, no database)", OURS, "health_low"),
     (
-        "ours GET /protected with `verify_access` replaced by a dict lookup (diagnostic only)",
+        "ours GET /protected with the user check replaced by a dict lookup (diagnostic only)",
         "diag-cached-user",
         "p_low",
     ),

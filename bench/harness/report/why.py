@@ -122,11 +122,12 @@ def _breakdown(view: View) -> str:
     if "diag-cached-user" in view.results:
         cached_cpu = _cpu(view, "diag-cached-user", "p_low")
         line += (
-            "; GET /protected with the guard's `verify_access` (user, session and revocation "
-            f"check) replaced by a dict lookup {cached_cpu:.2f} ms; the real GET /protected "
-            f"{ours_cpu:.2f} ms. By difference: app middleware {health_cpu - floor_cpu:+.2f} ms, "
+            "; GET /protected with the guard's user check (`Accounts.user_for`; user, session "
+            f"and revocation) replaced by a dict lookup {cached_cpu:.2f} ms; the real "
+            f"GET /protected {ours_cpu:.2f} ms. By difference: app middleware "
+            f"{health_cpu - floor_cpu:+.2f} ms, "
             f"token decoding and the rest of the guard and route {cached_cpu - health_cpu:+.2f} "
-            f"ms, `verify_access` as the benchmarked commit does it {ours_cpu - cached_cpu:+.2f} "
+            f"ms, the user check as the benchmarked commit does it {ours_cpu - cached_cpu:+.2f} "
             f"ms ({(ours_cpu - cached_cpu) / ours_cpu:.0%} of the request)"
         )
     needed = floor_cpu / 0.8
@@ -209,9 +210,9 @@ def _cold(view: View) -> list[str]:
         "ms with a cached token, while the CPU per request barely moved "
         f"({med_of(cold_runs, 'server_cpu_ms_per_req'):.2f} vs {_cpu(view, OURS, 'p_high'):.2f} "
         "ms): the extra seconds are waiting, not work. In the benchmarked code a cache miss reads "
-        "the database and concurrent misses for one token are not merged (each in-flight request "
-        "runs its own query on a per-process pool of AUTH_DB_POOL_SIZE 10 + 10 overflow "
-        "connections); this run measured the resulting tail, not where each request waited."
+        "the database; concurrent misses for one token share one load, but every new token runs "
+        "its own query on a per-process pool of AUTH_DB_POOL_SIZE 10 + 10 overflow "
+        "connections; this run measured the resulting tail, not where each request waited."
     ]
 
 
