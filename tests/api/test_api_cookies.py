@@ -99,6 +99,20 @@ async def test_an_unsafe_request_with_the_cookie_needs_the_csrf_header(browser: 
     assert (await right.get_json())["name"] == "Alice"
 
 
+async def test_a_csrf_header_outside_ascii_is_refused_not_a_500(browser: Client) -> None:
+    await log_in(browser)
+    # A header value is bytes; Latin-1 decoding gives a str that str comparison cannot take.
+    header = {"X-CSRF-Token": "caf\u00e9"}
+
+    patched = await browser.patch("/me", json={"name": "Eve"}, headers=header)
+    refreshed = await browser.post("/refresh", headers=header)
+
+    assert patched.status_code == 403
+    assert (await patched.get_json())["code"] == "CSRF_FAILED"
+    assert refreshed.status_code == 403
+    assert (await refreshed.get_json())["code"] == "CSRF_FAILED"
+
+
 async def test_a_foreign_origin_is_refused_even_with_the_token(browser: Client) -> None:
     _, csrf = await log_in(browser)
 
