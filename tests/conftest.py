@@ -28,7 +28,7 @@ LONGEST_FIRST = ("tests/system/test_schemathesis.py", "tests/system/test_pytest_
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest tests first. The plugin's tests of real pytest sessions (the ``runs`` fixture
-    starts five) are system tests."""
+    starts six) are system tests."""
     for item in items:
         if item.nodeid.startswith("tests/system/test_pytest_plugin.py") and "runs" in getattr(
             item, "fixturenames", ()

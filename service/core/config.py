@@ -109,7 +109,7 @@ def is_in_memory_sqlite(url: str) -> bool:
     the reader and writer engines (and every pooled connection) would each see another one; one
     shared connection (StaticPool) instead would run every request's transaction on the one
     connection, interleaved, where one request's rollback undoes another's writes. Each worker
-    of ``service.ops.serve`` would also hold its own users, gone at exit, and the revocation epoch
+    of ``service.serve`` would also hold its own users, gone at exit, and the revocation epoch
     that lets workers cache token subjects lives in a file beside the database. Tests use a
     temporary file, which costs little more.
     """

@@ -3,7 +3,7 @@
 Legacy hashes are those of the Flask apps whose users we import (``service/ops/importer.py``):
 werkzeug's ``pbkdf2:<digest>:<iterations>$salt$hex`` and ``scrypt:<n>:<r>:<p>$salt$hex``, and
 flask-bcrypt's ``$2b$`` (also ``$2a$``/``$2y$``). A successful login with one returns an argon2id
-hash in ``Verification.new_hash``, which ``auth.authenticate`` stores.
+hash in ``Verification.new_hash``, which ``Accounts.verify_credentials`` stores.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m service.ops.serve``: hypercorn with several workers that finish in-flight requests.
+"""``python -m service.serve``: hypercorn with several workers that finish in-flight requests.
 
 Hypercorn 0.18's own multi-worker mode drops requests on SIGTERM: when the first worker has
 drained and exits, the master terminates the others at once (SIGTERM, which they do not handle),
@@ -339,7 +339,7 @@ def _drained(fd: int) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service.ops.serve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m service.serve", description=__doc__)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bind", action="append", default=[], help="repeatable; host:port")
