@@ -130,7 +130,7 @@ def _prepare_sqlite_file(url: str) -> Path | None:
     except FileExistsError:
         raise ConfigError(f"AUTH_DATABASE_URL: {folder} is not a folder") from None
     except OSError as exc:
-        raise _unusable(f"cannot create the folder {folder}", exc) from None
+        raise unusable_file(f"cannot create the folder {folder}", exc) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(
             f"AUTH_DATABASE_URL: the folder {folder} is read-only "
@@ -142,7 +142,7 @@ def _prepare_sqlite_file(url: str) -> Path | None:
         for owned in (path, beside(path, "-wal"), beside(path, "-shm")):
             _owner_only(owned)
     except OSError as exc:
-        raise _unusable(f"cannot open {path} for writing", exc) from None
+        raise unusable_file(f"cannot open {path} for writing", exc) from None
     return path
 
 
@@ -162,7 +162,8 @@ def _owner_only(path: Path) -> None:
         os.chmod(path, mode & ~0o077)
 
 
-def _unusable(what: str, error: OSError) -> ConfigError:
+def unusable_file(what: str, error: OSError) -> ConfigError:
+    """The one-line ConfigError for a file beside the database that cannot be used."""
     return ConfigError(f"AUTH_DATABASE_URL: {what}: {error.strerror or error}")
 
 

@@ -28,9 +28,8 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.core.config import ConfigError
 from service.core.errors import RedisUnavailable
-from service.store.db import Database, beside
+from service.store.db import Database, beside, unusable_file
 
 _COUNTER = struct.Struct("<Q")
 
@@ -109,6 +108,4 @@ def open_epoch(database: Database) -> Epoch | None:
     try:
         return FileEpoch(epoch_file)
     except OSError as exc:
-        raise ConfigError(
-            f"AUTH_DATABASE_URL: cannot open {epoch_file}: {exc.strerror or exc}"
-        ) from None
+        raise unusable_file(f"cannot open {epoch_file}", exc) from None

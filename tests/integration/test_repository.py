@@ -332,7 +332,7 @@ async def test_bcrypt_user_with_a_wrong_password_keeps_the_bcrypt_hash(
     assert stored.password_hash == legacy
 
 
-async def test_verify_access_returns_the_active_user(
+async def test_user_for_returns_the_active_user(
     database: Database, accounts: Accounts
 ) -> None:
     registered = await accounts.register(
@@ -344,7 +344,7 @@ async def test_verify_access_returns_the_active_user(
     assert user.id == registered.id
 
 
-async def test_verify_access_refuses_a_disabled_user(
+async def test_user_for_refuses_a_disabled_user(
     database: Database, accounts: Accounts
 ) -> None:
     registered = await accounts.register(
@@ -356,7 +356,7 @@ async def test_verify_access_refuses_a_disabled_user(
         await accounts.user_for(claims_for(str(registered.id)))
 
 
-async def test_verify_access_refuses_a_deleted_user(database: Database, accounts: Accounts) -> None:
+async def test_user_for_refuses_a_deleted_user(database: Database, accounts: Accounts) -> None:
     registered = await accounts.register(
         username="alice", email="alice@example.com", password=PASSWORD
     )
@@ -371,7 +371,7 @@ async def test_verify_access_refuses_a_deleted_user(database: Database, accounts
 
 
 @pytest.mark.parametrize("subject", [str(uuid.uuid4()), "not-a-uuid", "", "1"])
-async def test_verify_access_refuses_an_unknown_subject(
+async def test_user_for_refuses_an_unknown_subject(
     database: Database, accounts: Accounts, subject: str
 ) -> None:
     await add_user(database)
