@@ -332,9 +332,7 @@ async def test_bcrypt_user_with_a_wrong_password_keeps_the_bcrypt_hash(
     assert stored.password_hash == legacy
 
 
-async def test_user_for_returns_the_active_user(
-    database: Database, accounts: Accounts
-) -> None:
+async def test_user_for_returns_the_active_user(database: Database, accounts: Accounts) -> None:
     registered = await accounts.register(
         username="alice", email="alice@example.com", password=PASSWORD
     )
@@ -344,9 +342,7 @@ async def test_user_for_returns_the_active_user(
     assert user.id == registered.id
 
 
-async def test_user_for_refuses_a_disabled_user(
-    database: Database, accounts: Accounts
-) -> None:
+async def test_user_for_refuses_a_disabled_user(database: Database, accounts: Accounts) -> None:
     registered = await accounts.register(
         username="alice", email="alice@example.com", password=PASSWORD
     )
