@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
+from service.accounts.clients import MachineClients
 from service.accounts.hooks import AuthHooks
 from service.accounts.sessions import (
     ClientInfo,
@@ -87,6 +88,7 @@ class Accounts:
         # Without a shared epoch (PostgreSQL, no Redis) nothing can tell this process of another's
         # change, so nothing is cached: every request asks the database.
         self.subjects = SubjectCache(epoch) if epoch is not None else None
+        self.clients = MachineClients(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, hooks: AuthHooks | None = None) -> Accounts:
@@ -116,6 +118,17 @@ class Accounts:
         """Announce a committed change to users or token validity: every cache reloads."""
         if self.epoch is not None:
             await self.epoch.bump()
+
+    async def publish_revocations(
+        self,
+        *,
+        tokens: Sequence[tuple[str, int]] = (),
+        sessions: Sequence[str] = (),
+        clients: Sequence[str] = (),
+    ) -> None:
+        """Tell resource servers (through the shared Redis) what was just revoked: access
+        tokens as ``(jti, exp)``, sessions by ``sid``, machine clients by ``client_id``.
+        Call after the change is committed, with ``changed()``. (Being built.)"""
 
     async def readiness(self) -> dict[str, Literal["ok"]]:
         """What answers: the database (and Redis, when configured); else ServiceUnavailable."""

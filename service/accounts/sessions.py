@@ -95,7 +95,8 @@ async def mint_pair(
         token_type="access",
         fresh=fresh,
         roles=user.roles,
-        extra_claims={**extra, **session_claims},
+        # ``username`` lets a resource server (no database) name the user of a token.
+        extra_claims={**extra, "username": user.username, **session_claims},
         now=now,
     )
     refresh_expires = min(

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     throttle_ip_limits: str = "30/minute;300/hour"
     throttle_refresh_limits: str = "60/minute"
 
+    # The contract's second round ("Settings added").
+    public_url: str = "http://127.0.0.1:8000"
+    cors_origins: str = ""
+    # Resource-server mode: verify with the service's JWKS, and/or ask its /introspect.
+    jwks_url: str | None = None
+    introspection_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+
     # Not in the contract's table: the team's own knobs, documented in the README.
     instance_path: Path = Path("instance")
     auto_migrate: bool = True
@@ -80,6 +89,12 @@ class Settings(BaseSettings):
     ready_timeout: float = Field(default=2.0, gt=0)
     shutdown_drain_seconds: float = Field(default=30.0, ge=0)
     gc_tuning: bool = True  # the served app freezes its start-up heap (service/ops/runtime.py)
+    # Resource-server mode: how long fetched keys are trusted before they are fetched again, the
+    # least time between two fetches for an unknown ``kid``, and how long an introspection
+    # answer is reused (0: ask on every request).
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=5.0, ge=0)
+    introspection_cache_seconds: float = Field(default=0.0, ge=0)
 
     @field_validator("database_url")
     @classmethod
@@ -93,6 +108,49 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        return _http_url(value, query_allowed=False).rstrip("/")
+
+    @field_validator("jwks_url", "introspection_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else _http_url(value.strip())
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        origins = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for origin in origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or "@" in parts.netloc
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: use scheme://host[:port], or * for any"
+                )
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("* already means every origin; list origins or *, not both")
+        return ",".join(origin.rstrip("/") for origin in origins)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """``AUTH_CORS_ORIGINS`` as a tuple; ``("*",)`` for any origin, ``()`` for none."""
+        return tuple(entry for entry in self.cors_origins.split(",") if entry)
+
+    @property
+    def resource_server(self) -> bool:
+        """Whether the settings name a service to verify tokens with (resource-server mode)."""
+        return self.jwks_url is not None or self.introspection_url is not None
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -100,6 +158,15 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.cookie_secure if self.cookie_secure is not None else self.env != "development"
+
+
+def _http_url(value: str, *, query_allowed: bool = True) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if parts.fragment or (parts.query and not query_allowed) or "@" in parts.netloc:
+        raise ValueError(f"{value!r}: use scheme://host[:port][/path], no query or user")
+    return value
 
 
 def is_in_memory_sqlite(url: str) -> bool:

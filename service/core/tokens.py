@@ -115,6 +115,23 @@ class Claims:
         return secrets.compare_digest(sent.encode(), expected.encode())
 
     @property
+    def client_id(self) -> str | None:
+        """``client_id``: on a machine client's token (client credentials), never a user's."""
+        value = self.raw.get("client_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """``scope`` (RFC 8693 §4.2: space-separated) as a set; empty when absent."""
+        value = self.raw.get("scope")
+        return frozenset(value.split()) if isinstance(value, str) else frozenset()
+
+    @property
+    def username(self) -> str | None:
+        value = self.raw.get("username")
+        return value if isinstance(value, str) else None
+
+    @property
     def version(self) -> int:
         """``ver``: the user's token version when the token was issued (0 when absent)."""
         value = self.raw.get("ver", 0)

@@ -29,6 +29,7 @@ from service.core.errors import (
 from service.core.logs import escape_log_records
 from service.store import migrations
 from service.store.db import DATABASE_UNAVAILABLE
+from service.web.cors import install_cors
 from service.web.envelope import RequestEnvelope
 from service.web.http import validation_errors
 from service.web.inflight import InFlight
@@ -38,6 +39,7 @@ from service.web.routes import cookie_session as browser_routes
 from service.web.routes import docs as docs_routes
 from service.web.routes import health as health_routes
 from service.web.routes import jwks as key_routes
+from service.web.routes import oauth as oauth_routes
 from service.web.routes import pages as web_routes
 from service.web.routes import users as user_routes
 from service.web.state import EXTENSION_KEY, AuthState, get_state
@@ -177,6 +179,8 @@ class AuthExtension:
         app.register_error_handler(RedisError, _redis_unavailable)
         app.register_error_handler(Exception, _unexpected)
 
+        install_cors(app, settings)
+
         inflight = InFlight()
         self.envelope = RequestEnvelope(app.asgi_app, inflight)
         app.asgi_app = self.envelope  # type: ignore[method-assign]
@@ -204,7 +208,14 @@ class AuthExtension:
                     redoc_ui_path=None,
                     scalar_ui_path=None,
                 )
-            modules = (auth_routes, browser_routes, user_routes, health_routes, key_routes)
+            modules = (
+                auth_routes,
+                oauth_routes,
+                browser_routes,
+                user_routes,
+                health_routes,
+                key_routes,
+            )
             for module in modules:
                 app.register_blueprint(module.blueprint)
 

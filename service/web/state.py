@@ -25,7 +25,13 @@ class AuthState:
         return cls(
             settings=settings,
             accounts=Accounts.from_settings(settings, hooks),
-            origins=OriginPolicy.from_setting(settings.allowed_origins),
+            # The cookie session's Origin check accepts the CORS origins too (never "*").
+            origins=OriginPolicy.from_list(
+                [
+                    *settings.allowed_origins.split(","),
+                    *(o for o in settings.cors_origin_list if o != "*"),
+                ]
+            ),
         )
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ from service.web.guards import is_guarded
 PUBLIC_ENDPOINTS = {
     "auth.signup",
     "auth.login",
-    "auth.token",
+    "oauth.token",
     "auth.refresh",
     "browser.create_session",
     "keys.jwks",
