@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     FRESH_TOKEN_REQUIRED = "FRESH_TOKEN_REQUIRED"
     CSRF_FAILED = "CSRF_FAILED"
     INSUFFICIENT_ROLE = "INSUFFICIENT_ROLE"
+    INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
     ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
     TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
     NOT_FOUND = "NOT_FOUND"
@@ -252,6 +253,12 @@ class InsufficientRole(Forbidden):
     code = ErrorCode.INSUFFICIENT_ROLE
     title = "Insufficient role"
     default_detail = "Your roles do not allow this."
+
+
+class InsufficientScope(Forbidden):
+    code = ErrorCode.INSUFFICIENT_SCOPE
+    title = "Insufficient scope"
+    default_detail = "The token's scope does not allow this."
 
 
 class OAuthError(APIError):
