@@ -162,16 +162,19 @@ class FamilyRepository:
 
     async def revoke_all(
         self, user_pk: int, *, reason: str, now: datetime, keep: uuid.UUID | None = None
-    ) -> None:
+    ) -> Sequence[uuid.UUID]:
+        """Revoke the user's live sessions (but ``keep``); the ids of those it revoked."""
         conditions = [RefreshFamily.user_pk == user_pk, RefreshFamily.revoked_at.is_(None)]
         if keep is not None:
             conditions.append(RefreshFamily.id != keep)
-        await self.session.execute(
+        result = await self.session.execute(
             update(RefreshFamily)
             .where(*conditions)
             .values(revoked_at=now, revoked_reason=reason)
+            .returning(RefreshFamily.id)
             .execution_options(synchronize_session=False)
         )
+        return result.scalars().all()
 
     async def active_for_user(self, user_pk: int, now: datetime) -> Sequence[RefreshFamily]:
         result = await self.session.execute(
