@@ -34,6 +34,9 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     BAD_REQUEST = "BAD_REQUEST"
     UNSUPPORTED_GRANT_TYPE = "UNSUPPORTED_GRANT_TYPE"
+    INVALID_CLIENT = "INVALID_CLIENT"
+    INVALID_SCOPE = "INVALID_SCOPE"
+    CLIENT_EXISTS = "CLIENT_EXISTS"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -294,6 +297,28 @@ class OAuthError(APIError):
         if isinstance(error, InvalidCredentials):
             return cls("invalid_grant", error.code, error.detail)
         return error
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 §5.2 ``invalid_client``: 401 with the Basic challenge (the client may retry with
+    HTTP Basic credentials). Wrong secret, unknown client and missing credentials alike."""
+
+    status = 401
+    title = "Client authentication failed"
+    default_detail = "The client credentials are missing or wrong."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__("invalid_client", ErrorCode.INVALID_CLIENT, detail or self.default_detail)
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": f'Basic realm="{REALM}"'}
+
+
+class ClientExists(APIError):
+    status = 409
+    code = ErrorCode.CLIENT_EXISTS
+    title = "Client exists"
+    default_detail = "A client with this name already exists."
 
 
 def render_problem(error: APIError) -> tuple[dict[str, Any], int, dict[str, str]]:

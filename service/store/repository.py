@@ -12,7 +12,7 @@ from sqlalchemy import delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.store.models import RefreshFamily, RevokedToken, User
+from service.store.models import Client, RefreshFamily, RevokedToken, User
 
 
 class DuplicateUser(Exception):
@@ -205,6 +205,71 @@ class RevocationRepository:
 
     async def prune(self, now: datetime) -> None:
         await self.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+
+
+class DuplicateClient(Exception):
+    """A client with this name (in any letter case) or this client_id exists."""
+
+
+class ClientRepository:
+    """Machine clients, found by their public ``client_id`` or their operator-given name."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self, *, client_id: str, name: str, secret_hash: str, scopes: Sequence[str]
+    ) -> Client:
+        client = Client(
+            client_id=client_id, name=name, secret_hash=secret_hash, scopes=sorted(set(scopes))
+        )
+        try:
+            async with self.session.begin_nested():
+                self.session.add(client)
+                await self.session.flush()
+        except IntegrityError as exc:
+            raise DuplicateClient(name) from exc
+        return client
+
+    async def by_client_id(self, client_id: str) -> Client | None:
+        result = await self.session.execute(select(Client).where(Client.client_id == client_id))
+        return result.scalar_one_or_none()
+
+    async def by_name(self, name: str) -> Client | None:
+        result = await self.session.execute(
+            select(Client).where(func.lower(Client.name) == name.lower())
+        )
+        return result.scalar_one_or_none()
+
+    async def all(self) -> Sequence[Client]:
+        result = await self.session.execute(select(Client).order_by(Client.pk))
+        return result.scalars().all()
+
+    async def delete(self, client: Client) -> None:
+        await self.session.delete(client)
+        await self.session.flush()
+
+
+@dataclass(frozen=True)
+class ClientSubject:
+    """What a request's client token is checked against, read in one query."""
+
+    client: Client | None
+    jti_revoked: bool
+
+
+async def load_client_subject(session: AsyncSession, *, client_id: str, jti: str) -> ClientSubject:
+    jti_revoked = exists().where(RevokedToken.jti == jti)
+    result = await session.execute(select(Client, jti_revoked).where(Client.client_id == client_id))
+    row = result.one_or_none()
+    if row is None:
+        return ClientSubject(client=None, jti_revoked=False)
+    return ClientSubject(client=row[0], jti_revoked=bool(row[1]))
+
+
+async def jti_revoked(session: AsyncSession, jti: str) -> bool:
+    result = await session.execute(select(exists().where(RevokedToken.jti == jti)))
+    return bool(result.scalar())
 
 
 @dataclass(frozen=True)

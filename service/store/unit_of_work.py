@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from service.store.db import Database
-from service.store.repository import FamilyRepository, RevocationRepository, UserRepository
+from service.store.repository import (
+    ClientRepository,
+    FamilyRepository,
+    RevocationRepository,
+    UserRepository,
+)
 
 
 class UnitOfWork:
@@ -24,6 +29,7 @@ class UnitOfWork:
             self.users = UserRepository(session)
             self.families = FamilyRepository(session)
             self.revocations = RevocationRepository(session)
+            self.clients = ClientRepository(session)
             yield self
 
     async def commit(self) -> None:
