@@ -1,4 +1,5 @@
-"""``python -m service``: migrations and user administration, with the server's AUTH_* env."""
+"""``python -m service``: migrations, user and machine-client administration, with the
+server's AUTH_* env."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import getpass
 import itertools
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +23,7 @@ from service.core.keys import GENERATED_ALGORITHMS, generate_private_key_pem, ke
 from service.ops import importer
 from service.store import migrations
 from service.web.http import validation_errors
+from service.web.oauth_schemas import ClientOut
 from service.web.schemas import SignupRequest, UserOut
 
 
@@ -105,6 +108,26 @@ async def _users_import(accounts: Accounts, args: argparse.Namespace) -> str:
         accounts.database, accounts.hasher, args.url, dry_run=args.dry_run, table=args.table
     )
     return report.render()
+
+
+async def _clients_create(accounts: Accounts, args: argparse.Namespace) -> str:
+    credentials = await accounts.clients.create(args.name, args.scope)
+    return ClientOut.with_secret(credentials).model_dump_json(exclude_none=True)
+
+
+async def _clients_list(accounts: Accounts, args: argparse.Namespace) -> str:
+    clients = await accounts.clients.list_clients()
+    return json.dumps([ClientOut.of(c).model_dump(mode="json", exclude_none=True) for c in clients])
+
+
+async def _clients_rotate_secret(accounts: Accounts, args: argparse.Namespace) -> str:
+    credentials = await accounts.clients.rotate_secret(args.name)
+    return ClientOut.with_secret(credentials).model_dump_json(exclude_none=True)
+
+
+async def _clients_delete(accounts: Accounts, args: argparse.Namespace) -> str:
+    client = await accounts.clients.delete(args.name)
+    return ClientOut.of(client).model_dump_json(exclude_none=True)
 
 
 def write_private_file(path: Path, content: bytes, *, force: bool) -> None:
@@ -207,6 +230,33 @@ def build_parser() -> argparse.ArgumentParser:
     user_import.add_argument("--dry-run", action="store_true", help="report only; write nothing")
     user_import.add_argument("--table", help="the source table (default: 'user' or 'users')")
     user_import.set_defaults(run=_users_import)
+
+    clients = groups.add_parser("clients", help="machine clients (OAuth2 client credentials)")
+    client_actions = clients.add_subparsers(dest="action", required=True)
+    client_create = client_actions.add_parser(
+        "create",
+        help="create a client and print its client_id and client_secret (shown this once)",
+        description="Create a machine client. Its client_secret is printed this once: only a "
+        "hash of it is kept.",
+    )
+    client_create.add_argument("name", help="3 to 32 letters, digits, '_', '.' or '-'")
+    client_create.add_argument(
+        "--scope", action="append", default=[], help="repeat for several scopes"
+    )
+    client_create.set_defaults(run=_clients_create)
+    client_list = client_actions.add_parser("list", help="the clients, as a JSON array")
+    client_list.set_defaults(run=_clients_list)
+    client_rotate = client_actions.add_parser(
+        "rotate-secret",
+        help="give a client a new secret and print it once; the old one stops working",
+    )
+    client_rotate.add_argument("name")
+    client_rotate.set_defaults(run=_clients_rotate_secret)
+    client_delete = client_actions.add_parser(
+        "delete", help="delete a client: its tokens stop working at once"
+    )
+    client_delete.add_argument("name")
+    client_delete.set_defaults(run=_clients_delete)
 
     keys = groups.add_parser("keys", help="signing keys (needs no database)")
     key_actions = keys.add_subparsers(dest="action", required=True)
