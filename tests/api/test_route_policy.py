@@ -12,6 +12,11 @@ PUBLIC_ENDPOINTS = {
     "auth.signup",
     "auth.login",
     "oauth.token",
+    # RFC 7662 / RFC 7009: the machine client authenticates itself (HTTP Basic or the form),
+    # no bearer token; /introspect refuses an unauthenticated client (401 invalid_client), and
+    # /revoke needs no client at all (holding the token is enough).
+    "oauth.introspect",
+    "oauth.revoke",
     "auth.refresh",
     "browser.create_session",
     "keys.jwks",
