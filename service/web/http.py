@@ -30,6 +30,7 @@ ModelResponse = tuple[BaseModel, int, dict[str, str]]
 NO_CONTENT_ATTRIBUTE = "_auth_no_content"
 PROBLEMS_ATTRIBUTE = "_auth_problem_responses"
 MEDIA_TYPES_ATTRIBUTE = "_auth_request_media_types"
+BODY_REQUIRED_ATTRIBUTE = "_auth_request_body_required"
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 # Token-bearing answers are never stored by caches (RFC 6749 §5.1).
@@ -161,12 +162,16 @@ def documents_body(
     *,
     media_types: tuple[str, ...] = (JSON_TYPE, FORM_TYPE),
     errors: tuple[type[APIError], ...] = BODY_ERRORS,
+    required: bool = True,
 ) -> Callable[[F], F]:
-    """Publish the request body schema under each accepted media type, and its errors."""
+    """Publish the request body schema and its errors. The document shows the body under the
+    first of ``media_types`` and names the others in text (service/web/openapi.py says why);
+    the route must still accept them all. ``required=False``: the body may be left out."""
 
     def decorator(view: F) -> F:
         setattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, (model_class, DataSource.JSON))
         setattr(view, MEDIA_TYPES_ATTRIBUTE, media_types)
+        setattr(view, BODY_REQUIRED_ATTRIBUTE, required)
         return documents_errors(*errors)(view)
 
     return decorator

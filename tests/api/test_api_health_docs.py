@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.support import Client, make_settings, running_app
+from tests.support import PASSWORD, Client, SignedUp, make_settings, running_app
 
 
 async def test_health_is_200(client: Client) -> None:
@@ -53,8 +53,34 @@ async def test_openapi_is_3_1_with_bearer_and_password_flow(client: Client) -> N
 
     assert document["openapi"].startswith("3.1")
     schemes = document["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-    assert schemes["oauth2"]["flows"]["password"]["tokenUrl"] == "/token"
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token, as `Authorization: Bearer`.",
+    }
+    # Resolved against AUTH_PUBLIC_URL, like the servers entry.
+    assert schemes["oauth2"]["flows"]["password"]["tokenUrl"] == "http://127.0.0.1:8000/token"
+    assert document["servers"] == [{"url": "http://127.0.0.1:8000"}]
+
+
+async def test_openapi_servers_and_token_url_follow_the_public_url(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, public_url="https://example.org/auth")
+    async with running_app(settings) as app:
+        document = await (await app.test_client().get("/openapi.json")).get_json()
+
+    assert document["servers"] == [{"url": "https://example.org/auth"}]
+    flow = document["components"]["securitySchemes"]["oauth2"]["flows"]["password"]
+    assert flow["tokenUrl"] == "https://example.org/auth/token"
+
+
+async def test_openapi_refresh_takes_the_refresh_token_as_bearer_or_none(client: Client) -> None:
+    document = await openapi(client)
+
+    refresh = document["paths"]["/refresh"]["post"]
+    assert refresh["security"] == [{"refreshToken": []}, {}]
+    assert document["components"]["securitySchemes"]["refreshToken"]["scheme"] == "bearer"
+    assert refresh["requestBody"]["required"] is False
 
 
 async def test_openapi_marks_guarded_routes_and_only_those(client: Client) -> None:
@@ -72,7 +98,7 @@ async def test_openapi_lists_each_status_with_the_problem_schema(client: Client)
     expected = {
         ("/signup", "post"): {"201", "409", "413", "415", "422", "503"},
         ("/login", "post"): {"200", "401", "413", "415", "422", "429", "503"},
-        ("/token", "post"): {"200", "400", "413", "429", "503"},
+        ("/token", "post"): {"200", "400", "401", "413", "429", "503"},
         ("/protected", "get"): {"200", "401"},
         ("/me", "get"): {"200", "401"},
         ("/ready", "get"): {"200", "503"},
@@ -106,17 +132,28 @@ async def test_openapi_links_chain_signup_login_refresh_logout(client: Client) -
         assert {link["operationId"] for link in links.values()} <= operation_ids
 
 
-async def test_openapi_bodies_accept_json_and_forms(client: Client) -> None:
+async def test_openapi_bodies_show_one_media_type_and_name_the_other(client: Client) -> None:
     paths = (await openapi(client))["paths"]
 
-    assert set(paths["/signup"]["post"]["requestBody"]["content"]) == {
-        "application/json",
-        "application/x-www-form-urlencoded",
-    }
-    assert set(paths["/token"]["post"]["requestBody"]["content"]) == {
-        "application/json",
-        "application/x-www-form-urlencoded",
-    }
+    for path in ("/signup", "/login", "/session"):
+        body = paths[path]["post"]["requestBody"]
+        assert set(body["content"]) == {"application/json"}
+        assert "`application/x-www-form-urlencoded`" in body["description"]
+    token = paths["/token"]["post"]["requestBody"]
+    assert set(token["content"]) == {"application/x-www-form-urlencoded"}
+    assert "`application/json`" in token["description"]
+
+
+async def test_the_media_type_only_named_in_text_is_still_accepted(
+    client: Client, user: SignedUp
+) -> None:
+    form = {"username": user.username, "password": PASSWORD}
+    login = await client.post("/login", form=form)
+    token = await client.post("/token", json=form)
+
+    assert login.status_code == 200
+    assert token.status_code == 200
+    assert set(await token.get_json()) >= {"access_token", "refresh_token", "token", "user_id"}
 
 
 async def test_docs_pages_load_assets_from_this_service(client: Client) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint, request, url_for
-from quart_schema import tag_blueprint, validate_response
+from quart_schema import security_scheme, tag_blueprint, validate_response
 
 from service.core.errors import (
     CsrfFailed,
@@ -89,7 +89,9 @@ async def _presented_refresh_token() -> tuple[str, bool]:
     token = bearer_token("Send the refresh token as 'Authorization: Bearer <refresh token>'.")
     if token is not None:
         return token, False
-    if request.content_length or request.mimetype:
+    # The body is optional here: an empty one (a generated client sends its Content-Type
+    # anyway) is no body.
+    if request.content_length != 0 and (request.content_length or request.mimetype):
         body = parse_model(RefreshRequest, await read_body((JSON_TYPE, FORM_TYPE)))
         if body.refresh_token:
             return body.refresh_token, False
@@ -100,8 +102,11 @@ async def _presented_refresh_token() -> tuple[str, bool]:
 
 
 @blueprint.post("/refresh")
+# The refresh token as Bearer (its own scheme, so no client sends the access token here), or
+# none: then it comes in the body or as the cookie.
+@security_scheme([{"refreshToken": []}, {}])
 @validate_response(TokenPairOut, 200)
-@documents_body(RefreshRequest)
+@documents_body(RefreshRequest, required=False)
 @documents_errors(*REFRESH_ERRORS, WrongTokenType, CsrfFailed, TooManyAttempts)
 async def refresh() -> ModelResponse:
     """Rotate a refresh token
