@@ -13,7 +13,11 @@
   problem+json and the app is not called. Servers bound it themselves only partly (h11 measures
   a head only while it is incomplete, so one that arrives in a single read passes unmeasured);
   names and values are counted, not separators, so the bound is the same over HTTP/1.1 and h2;
-- 204 and 304 answers without ``Content-Type``, ``Content-Length`` or body (RFC 9110 §6.4.1).
+- 204 and 304 answers without ``Content-Type``, ``Content-Length`` or body (RFC 9110 §6.4.1);
+- with CORS on (``web/cors.py``, where quart-cors labels the app's answers): ``Vary: Origin``
+  where the app set no ``Vary``, and the CORS headers on the 431, the one answer given without
+  the app. ``install_cors`` wraps ``app.asgi_app`` in a ``CrossOriginASGIApp`` carrying them
+  before the envelope is built, and the envelope unwraps it.
 
 Quart's request hooks cost a dispatch each, and werkzeug's ``Headers.setdefault`` raises and
 catches an exception for every header that is missing: on the hot path (a guarded GET) those
@@ -25,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import cast
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
@@ -44,6 +48,30 @@ ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[Non
 Headers = list[tuple[bytes, bytes]]
 
 
+# The CORS headers of an answer the envelope gives itself, for the request's Origin (if any).
+EarlyAnswerHeaders = Callable[[bytes | None], Headers]
+
+
+class CrossOriginASGIApp:
+    """An ASGI app, the CORS headers of the answers an envelope gives without calling it, and
+    default headers for every answer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        early_answer_headers: EarlyAnswerHeaders,
+        default_headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.app = app
+        self.early_answer_headers = early_answer_headers
+        self.default_headers = default_headers
+
+    def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> Awaitable[None]:
+        return self.app(scope, receive, send)
+
+
 def _head_too_large_response(max_head_bytes: int) -> tuple[int, Headers, bytes]:
     error = error_for_status(431, "Request Header Fields Too Large")
     error.detail = f"The request target and headers together exceed {max_head_bytes} bytes."
@@ -57,12 +85,19 @@ class RequestEnvelope:
     def __init__(
         self, app: ASGIApp, inflight: InFlight, *, max_head_bytes: int = MAX_HEAD_BYTES
     ) -> None:
-        self.app = app
         self.inflight = inflight
         self.max_head_bytes = max_head_bytes
         self.default_headers: Headers = []
         self.https_headers: Headers = []  # the defaults plus the https_only ones
         self.head_too_large = _head_too_large_response(max_head_bytes)
+        self.early_answer_headers: EarlyAnswerHeaders | None = None
+        if isinstance(app, CrossOriginASGIApp):
+            # Its headers go on the 431 and its defaults on every answer; the wrapper itself is
+            # left out of every request.
+            self.early_answer_headers = app.early_answer_headers
+            self.add_default_headers(app.default_headers)
+            app = app.app
+        self.app = app
 
     def add_default_headers(
         self, headers: Sequence[tuple[str, str]], *, https_only: bool = False
@@ -121,13 +156,18 @@ class RequestEnvelope:
         self.inflight.started()
         try:
             if head_bytes > self.max_head_bytes:
-                await self._refuse_head(send_with_headers)
+                await self._refuse_head(scope["headers"], send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
             self.inflight.finished()
 
-    async def _refuse_head(self, send: ASGISendCallable) -> None:
+    async def _refuse_head(
+        self, request_headers: Iterable[tuple[bytes, bytes]], send: ASGISendCallable
+    ) -> None:
         status, headers, body = self.head_too_large
+        if self.early_answer_headers is not None:
+            origin = next((value for name, value in request_headers if name == b"origin"), None)
+            headers = [*headers, *self.early_answer_headers(origin)]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
