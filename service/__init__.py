@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         current_user,
         fresh_required,
         roles_required,
+        scope_required,
         token_required,
     )
     from service.web.state import get_accounts
@@ -48,6 +49,7 @@ _EXPORTS = {
     "token_required": "service.web.guards",
     "fresh_required": "service.web.guards",
     "roles_required": "service.web.guards",
+    "scope_required": "service.web.guards",
     "current_user": "service.web.guards",
     "current_claims": "service.web.guards",
 }
@@ -71,6 +73,7 @@ __all__ = [
     "get_accounts",
     "load_settings",
     "roles_required",
+    "scope_required",
     "token_required",
 ]
 

@@ -58,6 +58,7 @@ from service.core.tokens import Claims, TokenSettings, TokenType
 from service.core.verifier import TokenVerifier
 from service.store.db import UNAVAILABLE_ERRORS, Database
 from service.store.epoch import Epoch, RedisEpoch, open_epoch
+from service.store.feed import RevocationFeed
 from service.store.models import RefreshFamily, User
 from service.store.repository import DuplicateUser, load_token_subject
 from service.store.unit_of_work import UnitOfWork, unit_of_work
@@ -76,6 +77,7 @@ class Accounts:
         hooks: AuthHooks | None = None,
         throttle: Throttle | None = None,
         epoch: Epoch | None = None,
+        feed: RevocationFeed | None = None,
     ) -> None:
         self.database = database
         self.hasher = hasher
@@ -84,6 +86,7 @@ class Accounts:
         self.hooks = hooks or AuthHooks()
         self.throttle = throttle
         self.epoch = epoch
+        self.feed = feed
         self.verifier = TokenVerifier(tokens)
         # Without a shared epoch (PostgreSQL, no Redis) nothing can tell this process of another's
         # change, so nothing is cached: every request asks the database.
@@ -93,11 +96,22 @@ class Accounts:
     @classmethod
     def from_settings(cls, settings: Settings, hooks: AuthHooks | None = None) -> Accounts:
         database = Database(settings)
+        tokens = token_settings(settings)
+        feed = (
+            RevocationFeed(
+                settings.redis_url,
+                settings.redis_prefix,
+                fact_ttl=tokens.access_ttl + tokens.leeway,
+            )
+            if settings.redis_url
+            else None
+        )
         return cls(
             database=database,
             epoch=open_epoch(database),
             hasher=PasswordHasher(settings),
-            tokens=token_settings(settings),
+            tokens=tokens,
+            feed=feed,
             policy=SessionPolicy(
                 reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
                 family_ttl=settings.refresh_family_ttl,
@@ -113,6 +127,8 @@ class Accounts:
         self.hasher.close()
         if self.throttle is not None:
             await self.throttle.close()
+        if self.feed is not None:
+            await self.feed.close()
 
     async def changed(self) -> None:
         """Announce a committed change to users or token validity: every cache reloads."""
@@ -124,11 +140,17 @@ class Accounts:
         *,
         tokens: Sequence[tuple[str, int]] = (),
         sessions: Sequence[str] = (),
+        versions: Sequence[tuple[str, int]] = (),
         clients: Sequence[str] = (),
     ) -> None:
-        """Tell resource servers (through the shared Redis) what was just revoked: access
-        tokens as ``(jti, exp)``, sessions by ``sid``, machine clients by ``client_id``.
-        Call after the change is committed, with ``changed()``. (Being built.)"""
+        """Tell resource servers (through the shared Redis, ``service/store/feed.py``) what was
+        just revoked: access tokens as ``(jti, exp)``, sessions by ``sid``, users' lowest valid
+        token versions as ``(sub, ver)``, machine clients by ``client_id``. Call after the
+        change is committed, before ``changed()``; without Redis there is no one to tell."""
+        if self.feed is not None:
+            await self.feed.publish(
+                tokens=tokens, sessions=sessions, versions=versions, clients=clients
+            )
 
     async def readiness(self) -> dict[str, Literal["ok"]]:
         """What answers: the database (and Redis, when configured); else ServiceUnavailable."""
@@ -310,6 +332,7 @@ class Accounts:
                 if not is_retry(family, claims, self.policy, now):
                     await uow.families.revoke(family.id, reason="reuse", now=now)
                     await uow.commit()
+                    await self.publish_revocations(sessions=[str(family.id)])
                     await self.changed()
                     audit(
                         "refresh", outcome="reuse-detected", user_id=user.id, session_id=family.id
@@ -324,6 +347,14 @@ class Accounts:
     def decode(self, token: str, *, expected_type: TokenType) -> Claims:
         """The verified claims of ``token`` (a token seen before costs no signature check)."""
         return self.verifier.decode(token, expected_type=expected_type)
+
+    async def verify_access(self, token: str) -> Claims:
+        """``decode`` for an access token, as the guards ask every authority for it."""
+        return self.verifier.decode(token, expected_type="access")
+
+    async def client_for(self, claims: Claims) -> None:
+        """Refuse a machine client's token unless the client and the token are still live."""
+        await self.clients.live_client(claims)
 
     async def user_for(self, claims: Claims) -> User:
         """The live user verified access-token claims speak for, through the app's hooks; else
@@ -375,6 +406,10 @@ class Accounts:
                 await uow.families.revoke(uuid_claim(claims.session_id), reason="logout", now=now)
             await uow.revocations.prune(now)
             await uow.commit()
+        await self.publish_revocations(
+            tokens=[(claims.jti, claims.expires_at)],
+            sessions=[claims.session_id] if claims.session_id is not None else [],
+        )
         await self.changed()
         audit("logout", user_id=claims.subject, session_id=claims.session_id)
 
@@ -384,6 +419,7 @@ class Accounts:
             if user is not None:
                 await _revoke_everything(uow, user, reason="logout-all")
                 await uow.commit()
+                await self.publish_revocations(versions=[_version_fact(user)])
         await self.changed()
         audit("logout-all", user_id=user_id)
 
@@ -398,6 +434,7 @@ class Accounts:
                 raise NotFound("No such session.")
             await uow.families.revoke(session_id, reason="revoked-by-user", now=utc_now())
             await uow.commit()
+        await self.publish_revocations(sessions=[str(session_id)])
         await self.changed()
         audit("session-revoked", user_id=user.id, session_id=session_id)
 
@@ -434,10 +471,11 @@ class Accounts:
             if stored is None:
                 raise TokenInvalid("The token's user does not exist.")
             stored.password_hash = new_hash
-            await uow.families.revoke_all(
+            ended = await uow.families.revoke_all(
                 stored.pk, reason="password-change", now=utc_now(), keep=keep_session
             )
             await uow.commit()
+        await self.publish_revocations(sessions=[str(family_id) for family_id in ended])
         await self.changed()
         audit("password-change", user_id=user.id, kept_session=keep_session)
 
@@ -488,6 +526,8 @@ class Accounts:
                 await _revoke_everything(uow, user, reason="role-removed")
             previous, user.roles = user.roles, new_roles
             await uow.commit()
+        if removed:
+            await self.publish_revocations(versions=[_version_fact(user)])
         await self.changed()
         audit("role-change", user_id=user.id, roles=new_roles, previous=previous, removed=removed)
         return user
@@ -495,10 +535,13 @@ class Accounts:
     async def set_active(self, login: str, *, active: bool) -> User:
         async with unit_of_work(self.database, write=True) as uow:
             user = await _user_by_login(uow, login)
-            if user.is_active and not active:
+            disabling = user.is_active and not active
+            if disabling:
                 await _revoke_everything(uow, user, reason="disabled")
             user.is_active = active
             await uow.commit()
+        if disabling:
+            await self.publish_revocations(versions=[_version_fact(user)])
         await self.changed()
         audit("user-enabled" if active else "user-disabled", user_id=user.id)
         return user
@@ -575,6 +618,11 @@ async def _revoke_everything(uow: UnitOfWork, user: User, *, reason: str) -> Non
     """Every token issued so far stops working: a new version, every session revoked."""
     user.token_version += 1
     await uow.families.revoke_all(user.pk, reason=reason, now=utc_now())
+
+
+def _version_fact(user: User) -> tuple[str, int]:
+    """The feed's fact for a user whose every earlier token was just revoked."""
+    return str(user.id), user.token_version
 
 
 async def _user_by_login(uow: UnitOfWork, login: str) -> User:

@@ -185,3 +185,41 @@ def token_settings(settings: Settings) -> TokenSettings:
         leeway=settings.jwt_leeway,
         previous_keys=load_previous_keys(settings),
     )
+
+
+# What a resource server accepts from a JWK Set: the asymmetric algorithms this service signs
+# with, each bound to its key type (an "alg" that does not fit the key is refused, not guessed).
+JWK_ALGORITHMS = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+
+
+def keys_from_jwks(document: Any) -> tuple[SigningKey, ...]:
+    """The verifying keys of a JWK Set (RFC 7517), for a resource server.
+
+    Only signature keys of RS256, ES256 or EdDSA with a ``kid`` are taken; anything else in the
+    set (encryption keys, symmetric keys, other algorithms, malformed entries) is skipped, so
+    one odd entry never makes the set unusable. ValueError when the document is no JWK Set.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWK Set (no 'keys' list)")
+    keys: list[SigningKey] = []
+    for entry in document["keys"]:
+        if not isinstance(entry, dict):
+            continue
+        algorithm, kid = entry.get("alg"), entry.get("kid")
+        if (
+            algorithm not in JWK_ALGORITHMS
+            or entry.get("kty") != JWK_ALGORITHMS[algorithm]
+            or not isinstance(kid, str)
+            or not kid
+            or entry.get("use", "sig") != "sig"
+            or "d" in entry  # a private key published by mistake is not trusted either
+        ):
+            continue
+        try:
+            verifying = jwt.PyJWK(entry, algorithm).key
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            continue
+        if isinstance(verifying, rsa.RSAPublicKey) and verifying.key_size < RSA_MIN_BITS:
+            continue
+        keys.append(SigningKey(algorithm, kid, None, verifying, dict(entry)))
+    return _unique(keys)

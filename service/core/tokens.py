@@ -235,7 +235,7 @@ def verify_token(settings: TokenSettings, token: str, *, now: float | None = Non
         raise TokenInvalid() from exc
     _check_time_types(payload)
     check_times(payload, clock, settings.leeway)
-    return _claims(payload)
+    return claims_from_payload(payload)
 
 
 def _check_time_types(payload: dict[str, Any]) -> None:
@@ -280,7 +280,7 @@ def expect_type(claims: Claims, expected_type: TokenType) -> Claims:
     return claims
 
 
-def _claims(payload: dict[str, Any]) -> Claims:
+def claims_from_payload(payload: dict[str, Any]) -> Claims:
     """The claims of a verified payload (TokenInvalid when a claim has the wrong type)."""
     token_type = payload["type"]
     if token_type not in ("access", "refresh"):

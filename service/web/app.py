@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.accounts.hooks import AuthHooks
 from service.core.audit import configure_audit_logging, current_request_id
-from service.core.config import Settings, load_settings
+from service.core.config import ConfigError, Settings, load_settings
 from service.core.errors import (
     APIError,
     RedisUnavailable,
@@ -121,7 +121,9 @@ async def _database_unavailable(error: Exception) -> Response:
         current_request_id(),
         error.__class__.__name__,
     )
-    await get_state().accounts.database.reset()
+    accounts = get_state().local_accounts
+    if accounts is not None:  # a resource server has no pools of ours to empty
+        await accounts.database.reset()
     return problem_response(
         ServiceUnavailable(
             "The database is unavailable; try again shortly.", headers={"Retry-After": "1"}
@@ -148,7 +150,12 @@ async def _unexpected(error: Exception) -> Response:
 
 
 class AuthExtension:
-    """Install on any Quart app to use ``token_required``; ``mount_routes`` adds the API too."""
+    """Install on any Quart app to use ``token_required``; ``mount_routes`` adds the API too.
+
+    ``resource_server``: verify the service's tokens without its database, with the JWKS at
+    ``AUTH_JWKS_URL`` (and/or its ``AUTH_INTROSPECTION_URL``); by default, whenever one of the
+    two is set.
+    """
 
     def __init__(
         self,
@@ -157,16 +164,26 @@ class AuthExtension:
         settings: Settings | None = None,
         hooks: AuthHooks | None = None,
         mount_routes: bool = False,
+        resource_server: bool | None = None,
     ) -> None:
         self.settings = settings
         self.hooks = hooks
         self.mount_routes = mount_routes
+        self.resource_server = resource_server
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
         settings = self.settings if self.settings is not None else load_settings()
-        state = AuthState.build(settings, self.hooks)
+        remote = settings.resource_server if self.resource_server is None else self.resource_server
+        if remote and not settings.resource_server:
+            raise ConfigError("resource-server mode needs AUTH_JWKS_URL or AUTH_INTROSPECTION_URL")
+        if remote and self.mount_routes:
+            raise ConfigError(
+                "AUTH_JWKS_URL / AUTH_INTROSPECTION_URL make this a resource server, which "
+                "verifies tokens but serves no accounts: unset them for the service itself"
+            )
+        state = AuthState.build(settings, self.hooks, resource_server=remote)
         app.extensions[EXTENSION_KEY] = state
         app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
         if app.request_class is Request:
@@ -187,9 +204,12 @@ class AuthExtension:
 
         @app.before_serving
         async def _start() -> None:
+            accounts = state.local_accounts
+            if accounts is None:
+                return  # a resource server: no database, no passwords
             if settings.is_sqlite and settings.auto_migrate:
-                await migrations.upgrade(state.accounts.database)
-            await state.accounts.hasher.dummy_hash()
+                await migrations.upgrade(accounts.database)
+            await accounts.hasher.dummy_hash()
 
         @app.after_serving
         async def _stop() -> None:

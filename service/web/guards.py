@@ -1,9 +1,12 @@
-"""The guards: ``token_required``, ``fresh_required``, ``roles_required``, and ``current_user``.
+"""The guards: ``token_required``, ``fresh_required``, ``roles_required``, ``scope_required``,
+and ``current_user``.
 
 Each is a verify function under a thin decorator, with an accessor that raises when the
 decorator is missing. They work on the routes of any Quart app that installed the auth
-extension. The token travels as ``Authorization: Bearer`` or as the ``access_token_cookie``;
-with the cookie, unsafe methods must pass the CSRF check.
+extension, the service's own or a resource server's (``get_state().authority`` answers). The
+token travels as ``Authorization: Bearer`` or as the ``access_token_cookie``; with the cookie,
+unsafe methods must pass the CSRF check. A machine client's token (client credentials) passes
+only ``scope_required``; the user guards refuse it (401 WRONG_TOKEN_TYPE).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from service.core.errors import (
     CsrfFailed,
     FreshTokenRequired,
     InsufficientRole,
+    InsufficientScope,
     TokenExpired,
     TokenInvalid,
     TokenMissing,
@@ -31,7 +35,7 @@ from service.core.errors import (
 from service.core.tokens import Claims
 from service.store.models import User
 from service.web.http import documents_errors
-from service.web.state import get_accounts
+from service.web.state import get_state
 from service.web.transport import Transport, access_token, check_csrf, require_same_site
 
 P = ParamSpec("P")
@@ -54,7 +58,7 @@ GUARD_ERRORS = (
 
 @dataclass(frozen=True)
 class AuthContext:
-    user: User
+    user: User | None  # None for a machine client's token
     claims: Claims
     transport: Transport
 
@@ -71,14 +75,20 @@ def same_site_required(view: View[P, R]) -> View[P, R]:
     return documents_errors(CsrfFailed)(checked)
 
 
-async def authenticate_request() -> AuthContext:
-    """Verify the request's access token and load its user; the hooks are awaited here."""
-    accounts = get_accounts()
+async def authenticate_request(*, clients_allowed: bool = False) -> AuthContext:
+    """Verify the request's access token and load its user (or, where ``clients_allowed``,
+    check its machine client); the hooks are awaited here."""
+    authority = get_state().authority
     token, transport = access_token()
-    claims = accounts.decode(token, expected_type="access")
+    claims = await authority.verify_access(token)
     if transport == "cookie":
         check_csrf(claims)
-    user = await accounts.user_for(claims)
+    if claims.client_id is not None:
+        if not clients_allowed:
+            raise WrongTokenType("This endpoint needs a user's access token, not a client's.")
+        await authority.client_for(claims)
+        return AuthContext(user=None, claims=claims, transport=transport)
+    user = await authority.user_for(claims)
     return AuthContext(user=user, claims=claims, transport=transport)
 
 
@@ -86,11 +96,13 @@ def _guard(
     name: str,
     check: Callable[[AuthContext], None] | None,
     errors: tuple[type[Any], ...],
+    *,
+    clients_allowed: bool = False,
 ) -> Callable[[View[P, R]], View[P, R]]:
     def decorator(view: View[P, R]) -> View[P, R]:
         @wraps(view)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            context = await authenticate_request()
+            context = await authenticate_request(clients_allowed=clients_allowed)
             if check is not None:
                 check(context)
             setattr(g, _AUTH, context)
@@ -152,6 +164,35 @@ def roles_required(*roles: str) -> Callable[[View[P, R]], View[P, R]]:
     return _guard(f"roles_required({', '.join(roles)})", check, (InsufficientRole,))
 
 
+def scope_required(*scopes: str) -> Callable[[View[P, R]], View[P, R]]:
+    """For machine routes: the access token must carry every scope named (``scope`` claim), a
+    machine client's token (client credentials) included; else 403 INSUFFICIENT_SCOPE."""
+    wanted = frozenset(scopes)
+
+    def check(context: AuthContext) -> None:
+        missing = wanted - context.claims.scopes
+        if missing:
+            raise InsufficientScope(
+                f"This needs the scope(s): {' '.join(sorted(missing))}.",
+                headers={"WWW-Authenticate": _insufficient_scope(wanted)},
+            )
+
+    return _guard(
+        f"scope_required({', '.join(scopes)})",
+        check,
+        (InsufficientScope,),
+        clients_allowed=True,
+    )
+
+
+def _insufficient_scope(scopes: frozenset[str]) -> str:
+    # RFC 6750 §3: the scope needed, so a client knows what to ask for.
+    return (
+        f'Bearer realm="auth-service", error="insufficient_scope", '
+        f'scope="{" ".join(sorted(scopes))}"'
+    )
+
+
 def _context() -> AuthContext:
     context = g.get(_AUTH)
     if context is None:
@@ -161,8 +202,15 @@ def _context() -> AuthContext:
 
 
 def current_user() -> User:
-    """The user of the request; raises RuntimeError on a route that is not guarded."""
-    return _context().user
+    """The user of the request; raises RuntimeError on a route that is not guarded, or whose
+    caller is a machine client (use ``current_claims()``: ``client_id``, ``scopes``).
+
+    In resource-server mode the user is what the token tells: ``id``, ``username``, ``roles``.
+    """
+    user = _context().user
+    if user is None:
+        raise RuntimeError("current_user(): the caller is a machine client, not a user")
+    return user
 
 
 def current_claims() -> Claims:
