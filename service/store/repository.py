@@ -267,11 +267,6 @@ async def load_client_subject(session: AsyncSession, *, client_id: str, jti: str
     return ClientSubject(client=row[0], jti_revoked=bool(row[1]))
 
 
-async def jti_revoked(session: AsyncSession, jti: str) -> bool:
-    result = await session.execute(select(exists().where(RevokedToken.jti == jti)))
-    return bool(result.scalar())
-
-
 @dataclass(frozen=True)
 class TokenSubject:
     """What a request's access token is checked against, read in one query."""
