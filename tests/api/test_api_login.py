@@ -152,7 +152,7 @@ async def test_token_missing_fields_are_invalid_request(
 @pytest.mark.parametrize(
     "send",
     [
-        {"form": {"grant_type": "client_credentials"}},
+        {"form": {"grant_type": "urn:ietf:params:oauth:grant-type:device_code"}},
         {"form": {"grant_type": "Password", "username": "alice", "password": PASSWORD}},
         {"json": {"grant_type": "authorization_code", "code": "abc"}},
     ],
@@ -170,10 +170,12 @@ async def test_token_unknown_grant_type_is_unsupported_grant_type(
         "type": "about:blank",
         "title": "Token request failed",
         "status": 400,
-        "detail": "The grant_type must be one of: password, refresh_token.",
+        "detail": "The grant_type must be one of: password, refresh_token, client_credentials.",
         "code": "UNSUPPORTED_GRANT_TYPE",
         "error": "unsupported_grant_type",
-        "error_description": "The grant_type must be one of: password, refresh_token.",
+        "error_description": (
+            "The grant_type must be one of: password, refresh_token, client_credentials."
+        ),
     }
 
 
