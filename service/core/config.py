@@ -139,7 +139,7 @@ class Settings(BaseSettings):
                 )
         if "*" in origins and len(origins) > 1:
             raise ValueError("* already means every origin; list origins or *, not both")
-        return ",".join(origin.rstrip("/") for origin in origins)
+        return ",".join(_origin(entry) for entry in origins)
 
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.cookie_secure if self.cookie_secure is not None else self.env != "development"
+
+
+def _origin(entry: str) -> str:
+    """An origin as a browser sends it: lower case, no trailing slash, no default port."""
+    if entry == "*":
+        return entry
+    parts = urlsplit(entry.rstrip("/"))
+    netloc = parts.netloc.lower()
+    default_port = {"http": ":80", "https": ":443"}[parts.scheme.lower()]
+    return f"{parts.scheme.lower()}://{netloc.removesuffix(default_port)}"
 
 
 def _http_url(value: str, *, query_allowed: bool = True) -> str:

@@ -14,6 +14,7 @@ from service.core.config import (
     MIN_SECRET_BYTES,
     SECRET_FILE_NAME,
     ConfigError,
+    Settings,
     load_settings,
     resolve_jwt_secret,
 )
@@ -341,3 +342,65 @@ def test_start_with_a_bad_variable_exits_with_one_line(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert "AUTH_ENV" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "origins"),
+    [
+        ("", ()),
+        ("*", ("*",)),
+        (
+            " https://App.Example:443/ , http://localhost:5173",
+            ("https://app.example", "http://localhost:5173"),
+        ),
+        (
+            "http://a.example:80,https://b.example:8443",
+            ("http://a.example", "https://b.example:8443"),
+        ),
+    ],
+)
+def test_cors_origins_are_kept_as_a_browser_sends_them(
+    setting: str, origins: tuple[str, ...]
+) -> None:
+    assert Settings(cors_origins=setting).cors_origin_list == origins
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "ftp://a.example",
+        "https://a.example/app",
+        "https://a.example?x=1",
+        "a.example",
+        "*,https://a.example",
+        "https://user@a.example",
+    ],
+)
+def test_a_cors_entry_that_is_not_an_origin_is_one_line_naming_the_variable(
+    setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings_from(monkeypatch, {"AUTH_CORS_ORIGINS": setting})
+    message = str(raised.value)
+    assert message.startswith("AUTH_CORS_ORIGINS: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("variable", ["AUTH_PUBLIC_URL", "AUTH_JWKS_URL", "AUTH_INTROSPECTION_URL"])
+@pytest.mark.parametrize("value", ["ftp://a.example/x", "not a url", "https://a.example/#frag"])
+def test_a_url_setting_that_is_not_http_is_one_line(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings_from(monkeypatch, {variable: value})
+    assert str(raised.value).startswith(f"{variable}: ")
+
+
+def test_the_public_url_loses_its_trailing_slash() -> None:
+    assert Settings(public_url="https://auth.example/").public_url == "https://auth.example"
+
+
+def load_settings_from(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> Settings:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
