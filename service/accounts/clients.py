@@ -344,7 +344,9 @@ class MachineClients:
             user = await self.accounts.user_for(claims)
         except APIError:
             return dict(INACTIVE)
-        return _active(claims, username=user.username, sid=claims.session_id)
+        return _active(
+            claims, username=user.username, sid=claims.session_id, roles=list(claims.roles)
+        )
 
     async def _live_refresh_username(self, claims: Claims) -> str:
         """The username of a refresh token that is its session's current one, in a session

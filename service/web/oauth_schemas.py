@@ -80,6 +80,7 @@ class IntrospectionBody(TypedDict, total=False):
     client_id: str
     username: str
     sid: str
+    roles: list[str]
 
 
 class IntrospectionOut(BaseModel):
@@ -97,6 +98,9 @@ class IntrospectionOut(BaseModel):
     client_id: str | None = Field(default=None, description="Client tokens.")
     username: str | None = Field(default=None, description="User tokens.")
     sid: str | None = Field(default=None, description="User tokens: the session.")
+    roles: list[str] | None = Field(
+        default=None, description="User access tokens: the roles they carry."
+    )
 
     @model_serializer(mode="wrap")
     def _without_absent_fields(self, handler: Any) -> IntrospectionBody:

@@ -399,6 +399,7 @@ async def test_introspection_of_a_users_access_and_refresh_tokens(
         "sub": user.id,
         "username": "alice",
         "sid": access["sid"],
+        "roles": [],
         "token_type": "access_token",
         "exp": access["exp"],
         "iat": access["iat"],
@@ -595,3 +596,16 @@ async def test_revoke_without_a_token_is_invalid_request(client: Client) -> None
 
     assert response.status_code == 400
     assert (await response.get_json())["error"] == "invalid_request"
+
+
+async def test_introspection_of_a_users_access_token_gives_its_roles(
+    app: Quart, client: Client, user: SignedUp, inspector: ClientCredentials
+) -> None:
+    await get_state(app).accounts.set_roles("alice", ["admin", "auditor"])
+    login = await client.post("/login", json={"username": "alice", "password": user.password})
+    access_token = (await login.get_json())["access_token"]
+
+    body = await introspect(client, inspector, access_token)
+
+    assert body["active"] is True
+    assert body["roles"] == ["admin", "auditor"]
