@@ -28,6 +28,7 @@ from service.core.errors import (
     ServiceUnavailable,
     TokenInvalid,
     TokenRevoked,
+    WrongTokenType,
 )
 from service.core.keys import keys_from_jwks
 from service.core.tokens import Claims, TokenSettings, claims_from_payload
@@ -215,8 +216,8 @@ class Introspector:
 def _claims_from_introspection(payload: dict[str, Any]) -> Claims:
     """Claims for a token only introspection vouches for (no local verification)."""
     token_type = payload.get("token_type")
-    if token_type not in ("access", "access_token", "Bearer", None):
-        raise TokenInvalid("This endpoint needs the access token.")
+    if token_type in ("refresh", "refresh_token"):
+        raise WrongTokenType("This endpoint needs the access token, not the refresh token.")
     raw = {key: value for key, value in payload.items() if key != "active"}
     raw["type"] = "access"
     raw.setdefault("iat", raw.get("exp", 0))

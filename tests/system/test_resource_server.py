@@ -8,6 +8,7 @@ and ``AUTH_REDIS_PREFIX``) for revocations.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -383,3 +384,100 @@ async def test_a_forged_token_with_the_services_kid_is_refused_downstream(
         pair = await sign_up_and_log_in(service.base, "grace")
         forged = _foreign_token(kid=_kid(pair["access_token"]))
         assert_refused(await stock(downstream.base, forged), 401, "TOKEN_INVALID")
+
+
+def service_output(deployment: Deployment, *args: str) -> dict[str, str]:
+    result = run_python("-m", "service", *args, cwd=deployment.folder, env=deployment.service_env())
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, str] = json.loads(result.stdout)
+    return answer
+
+
+async def client_token(service: str, client: dict[str, str], scope: str | None = None) -> str:
+    async with httpx.AsyncClient(base_url=service) as http:
+        response = await http.post(
+            "/token",
+            data={"grant_type": "client_credentials", **({"scope": scope} if scope else {})},
+            auth=(client["client_id"], client["client_secret"]),
+        )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def sync(downstream: str, token: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=downstream) as http:
+        return await http.post("/stock/sync", headers=bearer(token))
+
+
+async def test_a_machine_clients_token_passes_scope_required_downstream_until_the_client_is_deleted(
+    deployment: Deployment,
+) -> None:
+    writer = service_output(
+        deployment, "clients", "create", "inventory-sync", "--scope", "inventory:write"
+    )
+    reader = service_output(deployment, "clients", "create", "dashboards", "--scope", "stock:read")
+    async with service_and_downstream(deployment) as (service, downstream):
+        token = await client_token(service.base, writer)
+        response = await sync(downstream.base, token)
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "synced_by": writer["client_id"],
+            "scopes": ["inventory:write"],
+        }
+        # The same token on a user's route, and another client's token without the scope.
+        assert_refused(await stock(downstream.base, token), 401, "WRONG_TOKEN_TYPE")
+        refused = await sync(downstream.base, await client_token(service.base, reader))
+        assert_refused(refused, 403, "INSUFFICIENT_SCOPE")
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+        # A user's token carries no scope.
+        user = await sign_up_and_log_in(service.base, "heidi")
+        assert_refused(await sync(downstream.base, user["access_token"]), 403, "INSUFFICIENT_SCOPE")
+
+        service_command(deployment, "clients", "delete", "inventory-sync")
+        assert_refused(await sync(downstream.base, token), 401, "TOKEN_REVOKED")
+
+
+async def test_a_token_revoked_with_revoke_is_refused_downstream(deployment: Deployment) -> None:
+    async with service_and_downstream(deployment) as (service, downstream):
+        access = await sign_up_and_log_in(service.base, "ivan")
+        by_refresh = await log_in(service.base, "ivan")
+        async with httpx.AsyncClient(base_url=service.base) as http:
+            assert (
+                await http.post("/revoke", data={"token": access["access_token"]})
+            ).status_code == 200
+            revoked = await http.post("/revoke", data={"token": by_refresh["refresh_token"]})
+            assert revoked.status_code == 200
+        assert_refused(await stock(downstream.base, access["access_token"]), 401, "TOKEN_REVOKED")
+        # Revoking the refresh token ended its session: its access token goes with it.
+        ended = await stock(downstream.base, by_refresh["access_token"])
+        assert_refused(ended, 401, "TOKEN_REVOKED")
+
+
+async def test_with_introspection_and_no_redis_a_logout_is_refused_downstream(
+    deployment: Deployment,
+) -> None:
+    introspector = service_output(deployment, "clients", "create", "inventory-introspection")
+    async with serve("service.asgi:app", deployment.service_env(), deployment.folder) as service:
+        for mode in ("jwks+introspection", "introspection-only"):
+            env = deployment.downstream_env(
+                service.base + JWKS_PATH,
+                AUTH_INTROSPECTION_URL=service.base + "/introspect",
+                AUTH_CLIENT_ID=introspector["client_id"],
+                AUTH_CLIENT_SECRET=introspector["client_secret"],
+            )
+            del env["AUTH_REDIS_URL"], env["AUTH_REDIS_PREFIX"]
+            if mode == "introspection-only":
+                del env["AUTH_JWKS_URL"]
+            async with serve(DOWNSTREAM_APP, env, deployment.folder) as downstream:
+                pair = await sign_up_and_log_in(service.base, mode.replace("+", "_"))
+                response = await stock(downstream.base, pair["access_token"])
+                assert response.status_code == 200, (mode, response.text)
+                assert response.json()["username"] == mode.replace("+", "_")
+                code = "TOKEN_REVOKED" if mode == "jwks+introspection" else "TOKEN_INVALID"
+                assert_refused(await stock(downstream.base, "a.b.c"), 401, "TOKEN_INVALID")
+                async with httpx.AsyncClient(base_url=service.base) as http:
+                    await http.post("/logout", headers=bearer(pair["access_token"]))
+                assert_refused(await stock(downstream.base, pair["access_token"]), 401, code)
+                refresh = await stock(downstream.base, pair["refresh_token"])
+                assert refresh.status_code == 401, (mode, refresh.text)
