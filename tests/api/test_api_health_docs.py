@@ -172,6 +172,16 @@ async def test_docs_pages_load_assets_from_this_service(client: Client) -> None:
             assert len(await asset_response.get_data()) > 100
 
 
+async def test_the_redoc_bundle_names_no_other_host_to_load_from(client: Client) -> None:
+    response = await client.get("/docs/assets/redoc.standalone.js")
+
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/javascript")
+    bundle = await response.get_data(as_text=True)
+    assert "cdn.redoc.ly" not in bundle
+    assert 'src:"data:image/svg+xml,' in bundle  # its sidebar logo, inline
+
+
 async def test_unknown_asset_is_404(client: Client) -> None:
     response = await client.get("/docs/assets/..%2f..%2fconfig.py")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import flask_openapi3_redoc
@@ -19,10 +20,20 @@ ASSETS: dict[str, Path] = {
     "swagger-ui-bundle.js": _SWAGGER_DIR / "swagger-ui-bundle.js",
     "oauth2-redirect.html": _SWAGGER_DIR / "oauth2-redirect.html",
     "oauth2-redirect.js": _SWAGGER_DIR / "oauth2-redirect.js",
-    "redoc.standalone.js": _REDOC_DIR / "redoc.standalone.js",
     "swagger-init.js": _OWN_DIR / "swagger-init.js",
     "favicon-32x32.png": _SWAGGER_DIR / "favicon-32x32.png",
 }
+# ReDoc 2's sidebar always shows "API docs by Redocly" with an <img> whose address is written
+# into the bundle (no option turns it off, and a hidden <img> is still fetched): the CSP blocks
+# it, with an error in the console. The bundle is served with that address replaced by a small
+# image of our own, inline, so the page asks no other host for anything.
+REDOC_BUNDLE = _REDOC_DIR / "redoc.standalone.js"
+REDOC_REMOTE_LOGO = b'"https://cdn.redoc.ly/redoc/logo-mini.svg"'
+REDOC_LOCAL_LOGO = (
+    b'"data:image/svg+xml,'
+    b"%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+    b"%3Crect x='2' y='2' width='12' height='12' rx='2' fill='%2332329f'/%3E%3C/svg%3E\""
+)
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
@@ -62,6 +73,16 @@ REDOC_PAGE = """<!doctype html>
 """
 
 
+@functools.cache
+def redoc_bundle() -> bytes:
+    """ReDoc's bundle with no address of another host to load (a KeyError names a bundle that
+    no longer has the address to replace: look for what it loads now)."""
+    bundle = REDOC_BUNDLE.read_bytes()
+    if bundle.count(REDOC_REMOTE_LOGO) != 1:
+        raise KeyError(f"{REDOC_BUNDLE} no longer embeds {REDOC_REMOTE_LOGO.decode()} once")
+    return bundle.replace(REDOC_REMOTE_LOGO, REDOC_LOCAL_LOGO)
+
+
 async def _page(template: str) -> Response:
     body = await render_template_string(template)
     return Response(
@@ -88,6 +109,12 @@ async def redoc_ui() -> Response:
 @blueprint.get("/docs/assets/<name>")
 @hide
 async def asset(name: str) -> Response:
+    if name == "redoc.standalone.js":
+        return Response(
+            redoc_bundle(),
+            content_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=86400", "Content-Security-Policy": DOCS_CSP},
+        )
     path = ASSETS.get(name)
     if path is None:
         abort(404)
