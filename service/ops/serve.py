@@ -29,6 +29,11 @@ The kernel only gives connections to sockets that listen, and a worker's socket 
 once its app has started: before the line above, every connection goes to the workers already
 serving.
 
+The hypercorn settings come from ``--config FILE``, else from ``hypercorn.toml`` in the working
+directory when there is one (a checkout, as ``scripts/serve`` runs it), else from the built-in
+defaults below, which equal the repository's ``hypercorn.toml`` (an installed package has no such
+file).
+
 A start-up error of the supervisor's own (the hypercorn config cannot be read, a bind fails) is
 one line on stderr and exit status 2.
 """
@@ -52,12 +57,29 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import NoAppError, load_application, repr_socket_addr
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "hypercorn.toml"
+CONFIG_FILE = Path("hypercorn.toml")  # read from the working directory when it is there
+# Without a config file: the repository's hypercorn.toml, value for value (a test compares them);
+# why each is set is said there.
+BUILTIN_CONFIG: dict[str, Any] = {
+    "bind": ["127.0.0.1:8000"],
+    "accesslog": "-",
+    "errorlog": "-",
+    "access_log_format": '%(h)s %(r)s %(s)s %(b)s %(D)sus "%({x-request-id}o)s"',
+    "graceful_timeout": 10.0,
+    "keep_alive_timeout": 5.0,
+    "backlog": 2048,
+    "h11_max_incomplete_size": 16384,
+    "h2_max_header_list_size": 16384,
+    "h2_max_concurrent_streams": 100,
+    "workers": 0,
+    "worker_class": "asyncio",
+}
 SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 SERVING = b"serving"
 
@@ -70,11 +92,20 @@ def _reason(error: OSError | ValueError) -> str:
     return (error.strerror if isinstance(error, OSError) else None) or str(error)
 
 
-def build_config(args: argparse.Namespace) -> Config:
+def read_config(path: Path | None) -> Config:
+    """``path``; without one, ./hypercorn.toml if it exists, else the built-in defaults."""
+    if path is None:
+        if not CONFIG_FILE.is_file():
+            return Config.from_mapping(BUILTIN_CONFIG)
+        path = CONFIG_FILE
     try:
-        config = Config.from_toml(str(args.config))
+        return Config.from_toml(path)
     except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-        raise StartupError(f"cannot read {args.config}: {_reason(exc)}") from None
+        raise StartupError(f"cannot read {path}: {_reason(exc)}") from None
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    config = read_config(args.config)
     config.application_path = args.app
     if args.bind:
         config.bind = args.bind
@@ -340,7 +371,12 @@ def _drained(fd: int) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service.serve", description=__doc__)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="hypercorn TOML file (default: ./hypercorn.toml if present, else built-in defaults)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bind", action="append", default=[], help="repeatable; host:port")
     parser.add_argument("--worker-class", choices=("asyncio", "uvloop"), default=None)
