@@ -22,7 +22,11 @@ from tests.support import PASSWORD, Client, SettingsFactory, SignedUp, make_sett
 # Started first, so that no worker is left running one of them alone at the end of the run. The
 # other tests keep their order: the system tests among them, each a few seconds, are spread over
 # the run instead of all starting processes at once.
-LONGEST_FIRST = ("tests/system/test_schemathesis.py", "tests/system/test_pytest_plugin.py")
+LONGEST_FIRST = (
+    "tests/system/test_wheel.py",
+    "tests/system/test_schemathesis.py",
+    "tests/system/test_pytest_plugin.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from quart.typing import TestClientProtocol as Client
 
 from service.testing import AuthUser, BearerClientFactory, TokenMinter, UserMaker
+
+# Every test is a coroutine: marked, so they run in pytest-asyncio's strict mode (its default)
+# as well as in auto mode (this repository's).
+pytestmark = pytest.mark.asyncio
 
 
 async def problem(response: Any) -> tuple[int, str]:
