@@ -486,6 +486,7 @@ async def test_introspection_needs_client_authentication(
     client: Client, tokens: dict[str, Any], machine: ClientCredentials
 ) -> None:
     anonymous = await client.post("/introspect", form={"token": tokens["access_token"]})
+    no_body = await client.post("/introspect")
     wrong = await client.post(
         "/introspect",
         form={"token": tokens["access_token"]},
@@ -497,7 +498,7 @@ async def test_introspection_needs_client_authentication(
         headers=bearer(tokens["access_token"]),
     )
 
-    for response in (anonymous, wrong, user_bearer):
+    for response in (anonymous, no_body, wrong, user_bearer):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == BASIC_CHALLENGE
         assert (await response.get_json())["error"] == "invalid_client"

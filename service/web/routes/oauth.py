@@ -153,6 +153,10 @@ async def revoke() -> ModelResponse:
 
 
 async def _token_query() -> TokenQuery:
+    if not request.content_length and not request.mimetype:
+        # No body at all: nothing to parse, and a caller without credentials learns that it
+        # must authenticate (401 invalid_client), not how to format a body.
+        return TokenQuery()
     try:
         return parse_model(TokenQuery, await read_body((FORM_TYPE,)))
     except (ValidationFailed, UnsupportedMediaType) as exc:
