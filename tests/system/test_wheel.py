@@ -1,7 +1,8 @@
 """The package as a user gets it: the wheel built from this checkout, installed with its extras
 ``[client,testing]`` into a fresh virtual environment outside the checkout, migrates with
-``auth-service db upgrade``, serves with ``python -m service.serve`` from a folder without a
-hypercorn.toml, and runs the shop example's tests with its own pytest plugin.
+``auth-service db upgrade``, serves with ``python -m service.serve`` and with ``hypercorn
+service.asgi:app`` from folders without a hypercorn.toml, and runs the shop example's tests with
+its own pytest plugin.
 
 Nothing of the checkout is importable there: no PYTHONPATH, the working folders are outside it,
 and the shop is a copy. pip needs the package index (build isolation fetches setuptools, the
@@ -223,6 +224,33 @@ async def test_service_serve_starts_without_a_hypercorn_toml_and_serves(
     assert protected.json() == {"id": signup.json()["id"], "username": "alice"}
     assert (workdir / "instance" / "auth.db").exists()
     assert process.returncode == 0
+
+
+async def test_hypercorn_serves_the_asgi_app_without_a_config(installed: Installed) -> None:
+    workdir = installed.home / "hypercorn"
+    workdir.mkdir()
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        installed.bin("hypercorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "service.asgi:app",
+        cwd=workdir,
+        env=installed.env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_up(base, process)
+        async with httpx.AsyncClient(base_url=base) as client:
+            ready = await client.get("/ready")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)
+
+    assert ready.status_code == 200
+    assert (workdir / "instance" / "auth.db").exists()
 
 
 def test_the_shop_examples_tests_pass_with_the_installed_plugin(installed: Installed) -> None:
