@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -190,3 +192,45 @@ async def wait_for_line(stream: asyncio.StreamReader, prefix: str) -> str:
             return line.rstrip("\n")
         seen.append(line)
     raise AssertionError(f"the stream ended without a line {prefix!r}: {''.join(seen)[-3000:]}")
+
+
+@dataclass
+class Server:
+    base: str
+    access_log: Path
+
+    def requests_for(self, path: str) -> int:
+        """How many requests for ``path`` the server has logged (its access log)."""
+        if not self.access_log.exists():
+            return 0
+        return sum(f" {path} " in line for line in self.access_log.read_text().splitlines())
+
+
+@asynccontextmanager
+async def serve(
+    app: str, env: dict[str, str], folder: Path, port: int | None = None
+) -> AsyncIterator[Server]:
+    """``hypercorn app`` on ``port`` (else a free one), with its access log in ``folder``."""
+    port = port or free_port()
+    access_log = folder / f"access-{port}-{uuid.uuid4().hex[:6]}.log"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        str(access_log),
+        app,
+        cwd=folder,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_up(base, process)
+        yield Server(base=base, access_log=access_log)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)

@@ -6,28 +6,33 @@ test file in a real pytest session of a project made of the README's files alone
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 from hypercorn.utils import load_application
 from quart import Quart
 from quart_schema import QuartSchema
 
 from service import AuthExtension
+from service.core.keys import generate_private_key_pem
 from service.testing import TokenMinter, UserMaker
 from service.web.state import get_state
-from tests.servers import ROOT
+from tests import backends
+from tests.servers import ROOT, clean_env, run_python, serve
 from tests.support import PASSWORD, bearer, make_settings, running_app, signup_and_login
 
 SECTION = "## Use it from your own project"
 EXAMPLE = re.compile(r"<!-- test: ([\w-]+) -->\n```python\n(.*?)```\n", re.DOTALL)
 # Every marked example, each run by a test below: a new example needs its test here.
-RUN_HERE = {"myapp", "mount-routes", "conftest", "test_myapp"}
+RUN_HERE = {"myapp", "mount-routes", "resource-server", "conftest", "test_myapp"}
 
 
 def section() -> str:
@@ -211,3 +216,66 @@ def test_the_conftest_and_test_file_pass_in_a_pytest_session_of_their_own(tmp_pa
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"{tests} passed"), result.stdout[-3000:]
     assert "warning" not in summary, result.stdout[-3000:]
+
+
+async def test_the_resource_server_example_trusts_the_services_tokens_without_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backends.check_redis()
+    key_file = tmp_path / "signing.pem"
+    key_file.write_bytes(generate_private_key_pem("ES256"))
+    prefix = f"readme-rs-{backends.WORKER}-{uuid.uuid4().hex[:8]}"
+    service_env = clean_env(
+        AUTH_ENV="testing",
+        AUTH_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+        AUTH_JWT_ALGORITHM="ES256",
+        AUTH_JWT_PRIVATE_KEY_FILE=str(key_file),
+        AUTH_REDIS_URL=backends.REDIS_URL,
+        AUTH_REDIS_PREFIX=prefix,
+        AUTH_ARGON2_MEMORY_COST="1024",
+        AUTH_ARGON2_TIME_COST="1",
+    )
+    untouched = tmp_path / "inventory-db"
+    try:
+        async with serve("service.asgi:app", service_env, tmp_path) as service:
+            created = run_python(
+                "-m", "service", "clients", "create", "inventory-sync", "--scope",
+                "inventory:write", cwd=tmp_path, env=service_env,
+            )  # fmt: skip
+            assert created.returncode == 0, created.stderr
+            machine = json.loads(created.stdout)
+            # The README's shell lines, as the environment of the inventory app.
+            monkeypatch.setenv("AUTH_JWKS_URL", f"{service.base}/.well-known/jwks.json")
+            monkeypatch.setenv("AUTH_REDIS_URL", backends.REDIS_URL)
+            monkeypatch.setenv("AUTH_REDIS_PREFIX", prefix)
+            monkeypatch.setenv("AUTH_DATABASE_URL", f"sqlite+aiosqlite:///{untouched / 'x.db'}")
+            inventory = load("resource-server", tmp_path, monkeypatch).app
+
+            async with httpx.AsyncClient(base_url=service.base) as api, inventory.test_app():
+                client = inventory.test_client()
+                signup = {"username": "alice", "email": "a@example.com", "password": PASSWORD}
+                assert (await api.post("/signup", json=signup)).status_code == 201
+                login = await api.post("/login", json={"username": "alice", "password": PASSWORD})
+                token = login.json()["access_token"]
+                machine_token = (
+                    await api.post(
+                        "/token",
+                        data={"grant_type": "client_credentials"},
+                        auth=(machine["client_id"], machine["client_secret"]),
+                    )
+                ).json()["access_token"]
+
+                stock = await client.get("/stock", headers=bearer(token))
+                synced = await client.post("/stock/sync", headers=bearer(machine_token))
+                user_on_sync = await client.post("/stock/sync", headers=bearer(token))
+                assert (await api.post("/logout", headers=bearer(token))).status_code == 204
+                after_logout = await client.get("/stock", headers=bearer(token))
+
+        assert (stock.status_code, await stock.get_json()) == (200, {"for": "alice"})
+        assert (synced.status_code, await synced.get_json()) == (200, {"by": machine["client_id"]})
+        assert user_on_sync.status_code == 403
+        assert after_logout.status_code == 401
+        assert (await after_logout.get_json())["code"] == "TOKEN_REVOKED"
+        assert not untouched.exists()
+    finally:
+        backends.drop_redis_prefix(prefix)

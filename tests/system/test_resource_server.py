@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -23,7 +22,7 @@ import pytest
 from service.core.keys import generate_private_key_pem, key_from_pem
 from service.core.tokens import TokenSettings, encode_token
 from tests import backends
-from tests.servers import clean_env, free_port, run_python, wait_until_up
+from tests.servers import Server, clean_env, free_port, run_python, serve
 
 pytestmark = pytest.mark.slow
 
@@ -85,48 +84,6 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     prefix = f"rs-test-{backends.WORKER}-{uuid.uuid4().hex[:8]}"
     yield Deployment(folder=tmp_path, key_file=key_file, prefix=prefix)
     backends.drop_redis_prefix(prefix)
-
-
-@dataclass
-class Server:
-    base: str
-    access_log: Path
-
-    def requests_for(self, path: str) -> int:
-        """How many requests for ``path`` the server has logged (its access log)."""
-        if not self.access_log.exists():
-            return 0
-        return sum(f" {path} " in line for line in self.access_log.read_text().splitlines())
-
-
-@asynccontextmanager
-async def serve(
-    app: str, env: dict[str, str], folder: Path, port: int | None = None
-) -> AsyncIterator[Server]:
-    """``hypercorn app`` on ``port`` (else a free one), with its access log in ``folder``."""
-    port = port or free_port()
-    access_log = folder / f"access-{port}-{uuid.uuid4().hex[:6]}.log"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hypercorn",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--access-logfile",
-        str(access_log),
-        app,
-        cwd=folder,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_up(base, process)
-        yield Server(base=base, access_log=access_log)
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), timeout=30)
 
 
 async def sign_up_and_log_in(service: str, username: str) -> dict[str, str]:
