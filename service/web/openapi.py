@@ -48,8 +48,13 @@ SECURITY_SCHEMES: dict[str, Any] = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"},
     "oauth2": {
         "type": "oauth2",
-        "flows": {"password": {"tokenUrl": "/token", "scopes": {}}},
+        "flows": {
+            "password": {"tokenUrl": "/token", "scopes": {}},
+            "clientCredentials": {"tokenUrl": "/token", "scopes": {}},
+        },
     },
+    # A machine client authenticating itself (client credentials, /introspect, /revoke).
+    "clientBasic": {"type": "http", "scheme": "basic"},
     # A scheme of its own, so that a client (or Swagger UI's Authorize) sends the refresh token
     # to /refresh only, and never the access token there.
     "refreshToken": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"},
@@ -57,7 +62,10 @@ SECURITY_SCHEMES: dict[str, Any] = {
 # quart-schema's scheme classes drop a description, so the provider adds it.
 SCHEME_DESCRIPTIONS = {
     "bearerAuth": "An access token, as `Authorization: Bearer`.",
-    "oauth2": "The OAuth2 password grant at `/token`: its access token is sent as Bearer.",
+    "oauth2": "The OAuth2 password or client-credentials grant at `/token`: its access token is "
+    "sent as Bearer.",
+    "clientBasic": "A machine client's `client_id:client_secret` as HTTP Basic (RFC 6749 §2.3.1); "
+    "the form's `client_id` and `client_secret` work too.",
     "refreshToken": "A refresh token, as `Authorization: Bearer`: only `POST /refresh` takes it.",
 }
 _REFRESH_LINK = {

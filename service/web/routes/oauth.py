@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from quart import Blueprint, request
-from quart_schema import tag_blueprint, validate_response
+from quart_schema import security_scheme, tag_blueprint, validate_response
 
 from service.core.errors import (
     AccountDisabled,
@@ -109,6 +109,7 @@ async def token() -> ModelResponse:
 
 
 @blueprint.post("/introspect")
+@security_scheme([{"clientBasic": []}])
 @validate_response(IntrospectionOut, 200)
 @documents_body(TokenQuery, media_types=(FORM_TYPE,), errors=(PayloadTooLarge,))
 @documents_errors(OAuthError, InvalidClient, TooManyAttempts)
@@ -131,6 +132,7 @@ async def introspect() -> ModelResponse:
 
 
 @blueprint.post("/revoke")
+@security_scheme([{"clientBasic": []}, {}])
 @validate_response(RevocationOut, 200)
 @documents_body(TokenQuery, media_types=(FORM_TYPE,), errors=(PayloadTooLarge,))
 @documents_errors(OAuthError, InvalidClient, TooManyAttempts)
