@@ -19,11 +19,12 @@ TokenTypeHint = Literal["access_token", "refresh_token"]
 class TokenGrantRequest(Request):
     """OAuth2 token request: the password grant (§4.3), the refresh token grant (§6) or the
     client credentials grant (§4.4, the client authenticated by HTTP Basic or by
-    ``client_id`` + ``client_secret``). JSON bodies may omit ``grant_type`` (password)."""
+    ``client_id`` + ``client_secret``). ``grant_type`` is required in a form; a JSON body may omit
+    it (the password grant), which the route fills in before this model reads the body."""
 
     controls_allowed = frozenset({"password"})
 
-    grant_type: GrantType = "password"
+    grant_type: GrantType
     username: LoginName | None = None
     password: LoginPassword | None = None
     refresh_token: str | None = Field(default=None, max_length=8192)
