@@ -7,6 +7,9 @@ read once at start-up (harness/settings.py):
     ROUNDS=3 DURATION=10s      rounds and the length of every load run (default 3 and 10s)
     QUICK=1                    ROUNDS=1 DURATION=3s, to check that everything works
     CONNS_LOW=64 CONNS_HIGH=1000 STORM_CONNS=32 STORM_LOGINS=16 LOGIN_CONNS=<2 x cores>
+    CC_CONNS=16                POST /token (client credentials) connections
+    BENCH_REDIS_URL=redis://127.0.0.1:6379/0   the Redis that ours-es256 and rs-redis share
+                               (each run its own AUTH_REDIS_PREFIX)
     WRK_THREADS=2 WRK_TIMEOUT=10s WARMUP=3s PORT_BASE=18100
     DIAG=1                     diagnostic variants of our service (0 to skip)
     DIAG_POOL=1                one more: AUTH_DB_POOL_SIZE=40 (off by default)
@@ -18,7 +21,9 @@ read once at start-up (harness/settings.py):
                                and the cached-user diagnostic at both; the report gives each
                                ours ÷ floor, per round
     ONLY=protected,...         only these scenarios: protected (CONNS_LOW), protected-high,
-                               health, storm, logins, hash, cold
+                               health, storm, logins, hash, cold, resource-server (GET /stock
+                               of examples/resource_server with and without Redis, and the
+                               floor, with a token of ours-es256), client-credentials
     SERVERS=a,b | all          only these servers (ours-hypercorn always runs); all: every one,
                                baseline variants included
     RESULTS=bench/RESULTS.md   where the report goes

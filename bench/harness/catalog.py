@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.server import Spec
@@ -13,6 +14,14 @@ from harness.source import Source, announces_serving
 OURS = "ours-hypercorn"  # the README's way to serve: python -m service.serve, hypercorn.toml
 FLOOR = "quart-floor"
 CACHED_USER = "diag-cached-user"
+# The resource-server and client-credentials scenarios: ours signing with ES256 (an HMAC key is
+# never published in the JWKS) with Redis, and examples/resource_server trusting its tokens,
+# with the shared Redis (the revocation feed) and without (the JWKS only).
+ISSUER = "ours-es256"
+RS_REDIS = "rs-redis"
+RS_JWKS = "rs-jwks"
+RESOURCE_SERVERS = (RS_REDIS, RS_JWKS)
+RESOURCE_APP = "examples.resource_server.app:app"
 # With a BASELINE, by default: ours at both revisions, the floor, and (DIAG=1) the diagnostic
 # variant that the breakdown of GET /protected needs, at both revisions too.
 COMPARED = (OURS, FLOOR, CACHED_USER)
@@ -46,6 +55,9 @@ class Catalog:
     tmp: Path
     secret: str
     ports: Iterator[int]
+    # Every run its own: the throttle windows and the revocation feed of other runs (and of the
+    # test suites that share this Redis) stay apart.
+    redis_prefix: str = field(default_factory=lambda: f"authbench-{secrets.token_hex(4)}")
 
     def _bin(self, name: str) -> str:
         return str(self.settings.bin_dir / name)
@@ -184,6 +196,67 @@ class Catalog:
             announces=announces_serving(head),
         )
 
+    def issuer(self, head: Source) -> Spec:
+        """Ours as the README serves it, signing with an ES256 key of its own, with Redis."""
+        port = next(self.ports)
+        command = self._serve(head, port, *NO_ACCESS_LOG, "service.asgi:app")
+        label = (
+            f"ours signing with ES256, AUTH_REDIS_URL set (hypercorn.toml, 2 workers, {SERVE}): "
+            "the resource servers' token service"
+        )
+        spec = self.ours(ISSUER, label, head, command, port)
+        key = spec.workdir / "es256.pem"
+        env = {k: v for k, v in spec.env.items() if k != "AUTH_JWT_SECRET"}
+        env |= {
+            "AUTH_JWT_ALGORITHM": "ES256",
+            "AUTH_JWT_PRIVATE_KEY_FILE": str(key),
+            "AUTH_REDIS_URL": self.settings.redis_url,
+            "AUTH_REDIS_PREFIX": self.redis_prefix,
+        }
+        generate = [self.settings.python, "-m", "service", "keys", "generate"]
+        keys = ([*generate, "--algorithm", "ES256", "--out", str(key)], "")
+        return replace(spec, group="issuer", env=env, setup=[keys, *spec.setup], at_high=False)
+
+    def resource_servers(self, head: Source, issuer: Spec) -> list[Spec]:
+        """examples/resource_server on the floor's server settings, with and without Redis."""
+        specs = []
+        for name, redis in ((RS_REDIS, True), (RS_JWKS, False)):
+            port = next(self.ports)
+            env = {
+                "AUTH_JWKS_URL": f"{issuer.base}/.well-known/jwks.json",
+                "PYTHONPATH": str(head.path),
+            }
+            if redis:
+                env |= {"AUTH_REDIS_URL": self.settings.redis_url}
+                env |= {"AUTH_REDIS_PREFIX": self.redis_prefix}
+            checks = (
+                "the JWKS and the revocation feed in the shared Redis (one MGET per request)"
+                if redis
+                else "the JWKS only, no Redis"
+            )
+            label = (
+                f"resource server: {RESOURCE_APP}, GET /stock with {checks}; hypercorn.toml "
+                f"(2 workers, {SERVE}, as the floor)"
+            )
+            specs.append(
+                Spec(
+                    name,
+                    label,
+                    "resource",
+                    port,
+                    self._serve(head, port, *NO_ACCESS_LOG, RESOURCE_APP),
+                    env,
+                    self.tmp / name,
+                    needs_token=False,
+                    check_path="/health",
+                    announces=announces_serving(head),
+                    at_high=False,
+                    guarded_path="/stock",
+                    token_from=ISSUER,
+                )
+            )
+        return specs
+
     def diagnostics(self, head: Source) -> list[Spec]:
         """Variants of ours (and of the floor) that show where the time goes."""
         access_log = self._access_log(head)
@@ -255,6 +328,11 @@ def build(
     specs.append(catalog.floor(head))
     if settings.diag:
         specs += catalog.diagnostics(head)
+    if _wanted(settings, "resource-server", "client-credentials"):
+        issuer = catalog.issuer(head)
+        specs.append(issuer)
+        if _wanted(settings, "resource-server"):
+            specs += catalog.resource_servers(head, issuer)
     if base is not None:
         variants: dict[str, Callable[[Source], Spec]] = {
             OURS: catalog.default_ours,
@@ -262,6 +340,10 @@ def build(
         }
         specs = _with_variants(specs, variants, base)
     return select(specs, settings, base)
+
+
+def _wanted(settings: Settings, *scenarios: str) -> bool:
+    return not settings.only or any(name in settings.only for name in scenarios)
 
 
 def _with_variants(
@@ -281,13 +363,18 @@ def select(specs: list[Spec], settings: Settings, base: Source | None) -> list[S
     names = [spec.name for spec in specs]
     if "all" in settings.servers or (not settings.servers and base is None):
         return specs
+    # Built only for the scenarios that need them: kept with the floor they are divided by.
+    extra = {spec.name for spec in specs if spec.group in ("issuer", "resource")}
+    if extra:
+        extra.add(FLOOR)
     if settings.servers:
         unknown = sorted(settings.servers - set(names))
         if unknown:
             known = ", ".join(names)
             raise SettingsError(f"SERVERS: no server {', '.join(unknown)}; known: {known}")
-        wanted = settings.servers | {OURS}
+        wanted = settings.servers | {OURS} | extra
     else:
         assert base is not None
-        wanted = frozenset({*COMPARED, *(named(name, base) for name in (OURS, CACHED_USER))})
+        baseline = (named(name, base) for name in (OURS, CACHED_USER))
+        wanted = frozenset({*COMPARED, *baseline, *extra})
     return [spec for spec in specs if spec.name in wanted]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -23,6 +24,21 @@ def http(
     request = urllib.request.Request(url, data, headers or {}, method=method)  # noqa: S310
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    try:
+        # Only ever http://127.0.0.1:PORT of a server the bench started.
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def post_form(
+    url: str, fields: dict[str, str], headers: dict[str, str], timeout: float = 10.0
+) -> tuple[int, bytes]:
+    """(status, body) of a form POST; raises OSError when nothing answers."""
+    data = urllib.parse.urlencode(fields).encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded", **headers}
+    request = urllib.request.Request(url, data, form, method="POST")  # noqa: S310
     try:
         # Only ever http://127.0.0.1:PORT of a server the bench started.
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310

@@ -41,6 +41,16 @@ def descendants(root: int) -> list[int]:
     return sorted(found)
 
 
+def pids_named(comm: str) -> list[int]:
+    """Every process whose command name is ``comm`` (e.g. redis-server)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        stat = _stat_fields(entry) if entry.isdigit() else None
+        if stat is not None and stat[0] == comm:
+            found.append(int(entry))
+    return sorted(found)
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

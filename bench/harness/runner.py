@@ -112,7 +112,8 @@ def _warm_up(bench: scenarios.Bench) -> None:
         server.wait_ready()
         server.login()
         log(f"{server.name} ready on {server.base}; warming up {load.warmup}s")
-        url, token = server.base + "/protected", server.token or None
+        url = server.base + server.spec.guarded_path
+        token = (bench.token_for(server) if server.spec.token_from else server.token) or None
         bench.wrk.run(bench.wrk.argv(url, load.conns_low, load.warmup, "report.lua", token))
         server.settle()
 

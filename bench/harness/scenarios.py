@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from harness import procfs, source
-from harness.catalog import OURS
+from harness.catalog import FLOOR, ISSUER, OURS, RESOURCE_SERVERS
+from harness.client import http, post_form
 from harness.log import log
 from harness.measure import attach_cpu, measure
 from harness.server import Server
@@ -25,7 +28,17 @@ SCENARIOS = {
     "logins": "POST /login per second at LOGIN_CONNS connections (ours at HEAD)",
     "hash": "argon2 hash and verify cost, in-process (the HEAD code)",
     "cold": "GET /protected at CONNS_HIGH with a token no worker has seen (ours at HEAD)",
+    "resource-server": (
+        "GET /stock of examples/resource_server (with Redis, without) with a token of "
+        "ours-es256, and the floor's /protected, at CONNS_LOW connections"
+    ),
+    "client-credentials": (
+        "POST /token grant_type=client_credentials per second at CC_CONNS (ours, ours-es256) "
+        "and at CONNS_LOW (ours-es256)"
+    ),
 }
+CLIENT_NAME, CLIENT_SCOPE = "bench-client", "bench:read"
+REDIS_PROCESS = "redis-server"
 Results = dict[str, dict[str, list[Run]]]  # server -> scenario key -> one run per round
 
 
@@ -48,18 +61,35 @@ class Bench:
     servers: list[Server]
     results: Results = field(default_factory=dict)
     hashes: list[dict[str, float]] = field(default_factory=list)
+    client_auth: dict[str, str] = field(default_factory=dict)  # server -> its Basic header
 
     @property
     def ours(self) -> Server:
         return next(server for server in self.servers if server.name == OURS)
 
+    def named(self, name: str) -> Server | None:
+        return next((server for server in self.servers if server.name == name), None)
+
+    def token_for(self, server: Server) -> str:
+        """The token ``server`` is sent: its own, its token service's, or (the floor) ours."""
+        if server.spec.token_from is not None:
+            issuer = self.named(server.spec.token_from)
+            assert issuer is not None, f"{server.name} runs without {server.spec.token_from}"
+            return issuer.token
+        return server.token if server.spec.needs_token else self.ours.token
+
     def record(self, server: Server, key: str, result: Run) -> None:
         self.results.setdefault(server.name, {}).setdefault(key, []).append(result)
 
     def get_load(
-        self, script: str, server: Server, conns: int, path: str = "/protected"
+        self,
+        script: str,
+        server: Server,
+        conns: int,
+        path: str = "/protected",
+        token: str | None = None,
     ) -> list[str]:
-        token = server.token if server.spec.needs_token else self.ours.token
+        token = token or self.token_for(server)
         return self.wrk.argv(server.base + path, conns, self.load.duration, script, token)
 
     def login_load(self, server: Server, conns: int, duration: int) -> list[str]:
@@ -160,6 +190,84 @@ def hashing(bench: Bench) -> None:
     )
 
 
+def resource(bench: Bench, server: Server) -> None:
+    """The guarded route at CONNS_LOW with a token of the ES256 service: /stock of a resource
+    server (the token fresh in every worker, as for ours), or the floor's /protected."""
+    issuer, conns = bench.named(ISSUER), bench.load.conns_low
+    assert issuer is not None
+    issuer.ensure_alive()
+    server.ensure_alive()
+    token, path = issuer.token, server.spec.guarded_path
+    if server.group == "resource":
+        bearer = {"Authorization": f"Bearer {token}"}
+        status, body = http("GET", server.base + path, headers=bearer)
+        if status != 200:
+            raise RuntimeError(f"{server.name}: GET {path} answered {status}: {body[:300]!r}")
+        bench.wrk.run(bench.wrk.argv(server.base + path, 8, 1, "report.lua", token))
+        server.settle()
+    redis = procfs.pids_named(REDIS_PROCESS)
+    redis_before = procfs.cpu_seconds(redis)
+    result = measure(server, bench.wrk, bench.get_load("report.lua", server, conns, path, token))
+    # The whole redis-server, which other work on this machine may use too: an upper bound.
+    result["redis_cpu_s"] = procfs.cpu_seconds(redis) - redis_before if redis else None
+    bench.record(server, "rs_low", result)
+    log(
+        f"  {server.name:22} GET {path:10} {result['rps']:9.0f} req/s"
+        f"  p99 {result['p99_us'] / 1000:7.1f} ms  non-2xx {result['status']}"
+        f"  sock err {result['socket_errors']}"
+        f"  srv {result['server_cpu_ms_per_req'] * 1000:.0f} µs CPU/req"
+        f"  other load {result['other_cores']:.2f} cores"
+    )
+    server.settle()
+
+
+def client_header(bench: Bench, server: Server) -> str:
+    """HTTP Basic for a machine client of ``server``, created on first use with its CLI."""
+    if server.name in bench.client_auth:
+        return bench.client_auth[server.name]
+    argv = [bench.python, "-m", "service", "clients", "create", CLIENT_NAME]
+    result = subprocess.run(  # noqa: S603 (the service's own CLI)
+        [*argv, "--scope", CLIENT_SCOPE],
+        cwd=server.spec.workdir,
+        env=server.full_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{server.name}: clients create failed:\n{result.stderr[-2000:]}")
+    client = json.loads(result.stdout)
+    pair = f"{client['client_id']}:{client['client_secret']}".encode()
+    header = "Basic " + base64.b64encode(pair).decode()
+    status, body = post_form(
+        server.base + "/token", {"grant_type": "client_credentials"}, {"Authorization": header}
+    )
+    if status != 200:
+        raise RuntimeError(f"{server.name}: POST /token answered {status}: {body[:300]!r}")
+    bench.client_auth[server.name] = header
+    return header
+
+
+def client_credentials(bench: Bench, server: Server, conns: int, key: str) -> None:
+    server.ensure_alive()
+    header = client_header(bench, server)
+    argv = bench.wrk.argv(
+        server.base + "/token", conns, bench.load.duration, "client_credentials.lua", None
+    )
+    result = measure(server, bench.wrk, argv, {"BENCH_CLIENT_AUTH": header})
+    bench.record(server, key, result)
+    ok = result["requests"] - result["status"]
+    log(
+        f"  {server.name:22} POST /token cc @{conns}: {result['ok_rps']:.0f} tokens/s"
+        f"  non-2xx {result['status']} (429: {result['status_429']})"
+        f"  p99 {result['p99_us'] / 1000:.1f} ms"
+        f"  srv {1e6 * result['server_cpu_s'] / max(ok, 1):.0f} µs CPU/token"
+        f"  other load {result['other_cores']:.2f} cores"
+    )
+    server.settle()
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -175,6 +283,8 @@ def plan(bench: Bench, only: frozenset[str], diag: bool) -> list[Job]:
     low, high = bench.load.conns_low, bench.load.conns_high
     jobs: list[Job] = []
     for server in bench.servers:
+        if server.group in ("issuer", "resource"):
+            continue  # the scenarios below measure these
         if wanted("protected"):
             jobs.append(
                 Job(f"{server.name} p{low}", partial(protected, bench, server, low, "p_low"))
@@ -193,4 +303,17 @@ def plan(bench: Bench, only: frozenset[str], diag: bool) -> list[Job]:
     jobs += [
         Job(name, partial(step, bench)) for scenario, name, step in singles if wanted(scenario)
     ]
+    issuer = bench.named(ISSUER)
+    if wanted("resource-server") and issuer is not None:
+        for name in (*RESOURCE_SERVERS, FLOOR):
+            guarded = bench.named(name)
+            if guarded is not None:
+                job = partial(resource, bench, guarded)
+                jobs.append(Job(f"{name} {guarded.spec.guarded_path}", job))
+    if wanted("client-credentials") and issuer is not None:
+        cc_runs = [(bench.ours, bench.load.cc_conns, "cc"), (issuer, bench.load.cc_conns, "cc")]
+        cc_runs.append((issuer, low, "cc_low"))
+        for server, conns, key in cc_runs:
+            job = partial(client_credentials, bench, server, conns, key)
+            jobs.append(Job(f"{server.name} cc{conns}", job))
     return jobs

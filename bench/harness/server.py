@@ -48,6 +48,8 @@ class Spec:
     at_high: bool = True  # also measured at CONNS_HIGH
     optional: bool = False  # a failed set-up skips this server (and the report says so)
     source: str = "HEAD"  # which snapshot of the service it runs
+    guarded_path: str = "/protected"  # the route a token opens (or, on the floor, looks like it)
+    token_from: str | None = None  # a resource server: the server whose tokens it is sent
 
     @property
     def base(self) -> str:
@@ -288,10 +290,14 @@ class Server:
     def log_counts(self) -> dict[str, int]:
         """How often the server's log says what (the database-unavailable and error lines)."""
         text = self.log_path.read_text(errors="replace")
+        client_auth = [line for line in text.splitlines() if '"event": "client-auth"' in line]
         return {
             "database unavailable": text.count("database unavailable"),
             "Traceback": text.count("Traceback"),
             "lines": text.count("\n"),
+            # The audit lines of client authentication (only failures and refusals are logged).
+            "client-auth failed": sum('"outcome": "failed"' in line for line in client_auth),
+            "client-auth throttled": sum('"outcome": "throttled"' in line for line in client_auth),
         }
 
 

@@ -47,6 +47,9 @@ class Load:
     wrk_timeout: int
     login_conns: int
     cores: int
+    # POST /token (client credentials) connections: under the service's 30/minute address
+    # window, which every attempt in flight occupies (the client-credentials section says why).
+    cc_conns: int = 16
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +75,7 @@ class Settings:
     servers: frozenset[str]  # server names, or {"all"}; empty: the default set
     results: Path
     bin_dir: Path  # bench/.venv/bin: run.sh runs us with that interpreter
+    redis_url: str  # the resource-server scenario's shared Redis (the revocation feed)
 
     @property
     def python(self) -> str:
@@ -93,6 +97,7 @@ class Settings:
             servers=_names(environ.get("SERVERS", "")),
             results=Path(environ.get("RESULTS", str(BENCH / "RESULTS.md"))),
             bin_dir=Path(executable).parent,
+            redis_url=environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         )
 
 
@@ -111,6 +116,7 @@ def _load(environ: Mapping[str, str]) -> Load:
         wrk_timeout=seconds(environ.get("WRK_TIMEOUT", "10s")),
         login_conns=int(environ.get("LOGIN_CONNS", str(cores * 2))),
         cores=cores,
+        cc_conns=int(environ.get("CC_CONNS", "16")),
     )
 
 

@@ -17,8 +17,9 @@ from harness.settings import MAIN, SettingsError
 GIT = shutil.which("git") or "git"
 TAR = shutil.which("tar") or "tar"
 PROBE = Path(__file__).resolve().parent / "probe.py"
-# What a snapshot holds: the service and what serving and migrating it reads.
-ARCHIVED = ("service", "alembic", "alembic.ini", "hypercorn.toml", "pyproject.toml")
+# What a snapshot holds: the service and what serving and migrating it reads, and the examples
+# (the resource-server scenario serves examples/resource_server).
+ARCHIVED = ("service", "alembic", "alembic.ini", "hypercorn.toml", "pyproject.toml", "examples")
 
 
 @dataclass(frozen=True)

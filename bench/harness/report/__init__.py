@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report import commands, compare, header, sections, why
+from harness.report import commands, compare, downstream, header, sections, why
 from harness.report.targets import evaluate, render_targets
 from harness.report.view import View
 
@@ -20,6 +20,8 @@ def render(raw: dict[str, Any], rerendered: bool = False) -> str:
         *sections.storm(view),
         *sections.cold_token(view),
         *sections.logins(view),
+        *downstream.resource_server(view),
+        *downstream.client_credentials(view),
         *sections.memory(view),
         *sections.diagnostics(view),
         *sections.restarts(view),

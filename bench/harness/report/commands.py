@@ -22,7 +22,7 @@ def render(view: View) -> list[str]:
         *_servers(view),
         "```",
         "",
-        "Load (wrk; `report.lua` and `login.lua` are in bench/wrk/):",
+        "Load (wrk; `report.lua`, `login.lua` and `client_credentials.lua` are in bench/wrk/):",
         "",
         "```sh",
         *_load(view),
@@ -61,4 +61,12 @@ def _load(view: View) -> list[str]:
         line("/protected", 8, 1, "report.lua", "<new token>"),
         f"# cold-token run: POST /login, then at once the -c{load.conns_high} command above with "
         "that token",
+        "# resource-server runs (rs-redis, rs-jwks; the floor's /protected with the same header), "
+        "after one unmeasured second at -c8 with the token (resource servers only):",
+        line("/stock", load.conns_low, load.duration, "report.lua", "<token of ours-es256>"),
+        "# client credentials (the client made with python -m service clients create "
+        "bench-client --scope bench:read):",
+        "BENCH_CLIENT_AUTH='Basic <base64(client_id:client_secret)>' "
+        + line("/token", load.cc_conns, load.duration, "client_credentials.lua", None),
+        f"# and the same at -c{load.conns_low} on ours-es256",
     ]
