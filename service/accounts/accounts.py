@@ -16,6 +16,7 @@ from typing import Literal
 
 from service.accounts.clients import MachineClients
 from service.accounts.hooks import AuthHooks
+from service.accounts.mail import Mailer
 from service.accounts.sessions import (
     ClientInfo,
     SessionPolicy,
@@ -78,6 +79,7 @@ class Accounts:
         throttle: Throttle | None = None,
         epoch: Epoch | None = None,
         feed: RevocationFeed | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.database = database
         self.hasher = hasher
@@ -87,6 +89,7 @@ class Accounts:
         self.throttle = throttle
         self.epoch = epoch
         self.feed = feed
+        self.mailer = mailer if mailer is not None else Mailer(database.settings, database)
         self.verifier = TokenVerifier(tokens)
         # Without a shared epoch (PostgreSQL, no Redis) nothing can tell this process of another's
         # change, so nothing is cached: every request asks the database.
@@ -112,6 +115,7 @@ class Accounts:
             hasher=PasswordHasher(settings),
             tokens=tokens,
             feed=feed,
+            mailer=Mailer.from_settings(settings, database),
             policy=SessionPolicy(
                 reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
                 family_ttl=settings.refresh_family_ttl,
@@ -121,6 +125,7 @@ class Accounts:
         )
 
     async def close(self) -> None:
+        await self.mailer.close()
         await self.database.dispose()
         if self.epoch is not None:
             await self.epoch.close()

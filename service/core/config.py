@@ -69,7 +69,17 @@ class Settings(BaseSettings):
     client_id: str | None = None
     client_secret: SecretStr | None = None
 
+    # Mail: verification and password reset (the contract's second round).
+    smtp_url: SecretStr | None = None  # smtp://[user:password@]host:port or smtps://...
+    mail_from: str = "auth-service@localhost"
+    require_verified_email: bool = False
+    reset_token_ttl: int = Field(default=1800, gt=0)
+    verify_token_ttl: int = Field(default=86_400, gt=0)
+
     # Not in the contract's table: the team's own knobs, documented in the README.
+    # AUTH_MAIL_ENABLED=false: no mail at all (production may then run without AUTH_SMTP_URL);
+    # the mail routes answer 503.
+    mail_enabled: bool = True
     instance_path: Path = Path("instance")
     auto_migrate: bool = True
     max_body_bytes: int = Field(default=64 * 1024, gt=0)

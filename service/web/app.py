@@ -210,6 +210,7 @@ class AuthExtension:
             if settings.is_sqlite and settings.auto_migrate:
                 await migrations.upgrade(accounts.database)
             await accounts.hasher.dummy_hash()
+            await accounts.mailer.start()
 
         @app.after_serving
         async def _stop() -> None:
