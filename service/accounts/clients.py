@@ -232,31 +232,33 @@ class MachineClients:
     ) -> ClientRecord:
         """The client these credentials name, or InvalidClient (TooManyAttempts when
         throttled). Every failure, unknown client or wrong secret, is the same error at the
-        same cost; each takes its place in the throttle's windows before the secret is checked."""
+        same cost.
+
+        Only failures take a place in the throttle's windows, after the check: unlike a
+        password, a secret of 256 random bits cannot be guessed, however many guesses run at
+        once, so the throttle is there to stop floods of wrong credentials, not to ration right
+        ones. Reserving places before the check (as passwords do) refused correct credentials
+        with 429 as soon as more requests were in flight from one address than its window
+        holds, and cost every token several round trips to Redis; a client whose id an
+        attacker floods with wrong secrets from elsewhere keeps working."""
         if not client_id or not client_secret:
             audit("client-auth", outcome="failed", reason="no-credentials")
             raise InvalidClient("Client authentication is required.")
+        record = await self._check_secret(client_id, client_secret)
+        if record is not None:
+            return record
         throttle = self.accounts.throttle
-        per_client = f"{client_id[:MAX_CLIENT_ID_LENGTH]}@{client.address}"
-        if throttle is None:
-            record = await self._check_secret(client_id, client_secret)
-        else:
+        if throttle is not None:
+            per_client = f"{client_id[:MAX_CLIENT_ID_LENGTH]}@{client.address}"
             try:
-                async with (
-                    throttle.attempting(CLIENT_SCOPE, account=None, ip=client.address) as by_ip,
-                    throttle.attempting(CLIENT_ID_SCOPE, account=None, ip=per_client) as by_client,
-                ):
-                    record = await self._check_secret(client_id, client_secret)
-                    if record is not None:
-                        by_client.succeeded()
-                        by_ip.succeeded()
+                # A failure keeps the places it takes; a full window refuses it with 429.
+                await throttle.attempt(CLIENT_SCOPE, account=None, ip=client.address)
+                await throttle.attempt(CLIENT_ID_SCOPE, account=None, ip=per_client)
             except TooManyAttempts:
                 audit("client-auth", outcome="throttled", client_id=client_id[:64])
                 raise
-        if record is None:
-            audit("client-auth", outcome="failed", client_id=client_id[:64])
-            raise InvalidClient()
-        return record
+        audit("client-auth", outcome="failed", client_id=client_id[:64])
+        raise InvalidClient()
 
     async def _check_secret(self, client_id: str, client_secret: str) -> ClientRecord | None:
         stored: Client | None = None

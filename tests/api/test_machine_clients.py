@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
@@ -290,6 +291,16 @@ async def test_client_authentication_failures_are_throttled_with_retry_after(
         for _ in range(3)
     ]
     throttled = await client.post(
+        "/token", form={"grant_type": "client_credentials"}, headers=wrong
+    )
+    unknown = await client.post(
+        "/token",
+        form={"grant_type": "client_credentials"},
+        headers=basic("no-such-client", "not-the-secret"),
+    )
+    # The right secret still works: a 256-bit secret cannot be guessed, so a flood of wrong
+    # ones (from an attacker who knows the public client_id) must not lock the client out.
+    right = await client.post(
         "/token", form={"grant_type": "client_credentials"}, headers=basic_of(machine)
     )
 
@@ -297,6 +308,26 @@ async def test_client_authentication_failures_are_throttled_with_retry_after(
     assert throttled.status_code == 429
     assert (await throttled.get_json())["code"] == "TOO_MANY_ATTEMPTS"
     assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert unknown.status_code == 429  # the address's window is full too
+    assert right.status_code == 200
+
+
+async def test_many_concurrent_right_credentials_from_one_address_are_never_throttled(
+    strict: Quart,
+) -> None:
+    client = strict.test_client()
+    machine = await create_client(strict, "reporting")
+
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/token", form={"grant_type": "client_credentials"}, headers=basic_of(machine)
+            )
+            for _ in range(40)
+        )
+    )
+
+    assert [response.status_code for response in responses] == [200] * 40
 
 
 async def test_successful_client_authentications_take_no_place_in_the_windows(
