@@ -14,7 +14,7 @@ from service.store.unit_of_work import UnitOfWork
 
 @dataclass(frozen=True)
 class Mail:
-    """One message to queue: ``template`` names the files under ``service/accounts/mail/``
+    """One message to queue: ``template`` names files in ``service/accounts/mail_templates/``
     (``<template>.subject.txt``, ``<template>.txt``, ``<template>.html``), rendered with
     ``context``."""
 
