@@ -102,6 +102,8 @@ class RemoteKeys:
         now = time.monotonic()
         verifier = self.verifier
         if verifier is not None and now - self._fetched_at <= self.cache_seconds:
+            if token in verifier.verified:
+                return verifier  # verified under this very set: no header to read
             kid = _unverified_kid(token)
             if kid is None or kid in self.kids:
                 return verifier

@@ -42,6 +42,9 @@ class VerifiedTokens:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def __contains__(self, token: object) -> bool:
+        return token in self._entries
+
     def discard(self, token: str) -> None:
         self._entries.pop(token, None)
 
