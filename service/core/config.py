@@ -76,10 +76,16 @@ class Settings(BaseSettings):
     reset_token_ttl: int = Field(default=1800, gt=0)
     verify_token_ttl: int = Field(default=86_400, gt=0)
 
+    # Operations: GET /metrics needs Bearer <AUTH_METRICS_TOKEN> when set (else loopback only).
+    metrics_token: SecretStr | None = None
+
     # Not in the contract's table: the team's own knobs, documented in the README.
     # AUTH_MAIL_ENABLED=false: no mail at all (production may then run without AUTH_SMTP_URL);
     # the mail routes answer 503.
     mail_enabled: bool = True
+    # "text" (the default) or "json": one JSON object per line for the application, audit and
+    # access logs, each with the request id.
+    log_format: Literal["text", "json"] = "text"
     instance_path: Path = Path("instance")
     auto_migrate: bool = True
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
