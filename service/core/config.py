@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -134,6 +135,14 @@ class Settings(BaseSettings):
     def _endpoint_url(cls, value: str | None) -> str | None:
         return None if value is None or not value.strip() else _http_url(value.strip())
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_smtp_url(value.get_secret_value().strip())  # the message never repeats the URL
+        return SecretStr(value.get_secret_value().strip())
+
     @field_validator("cors_origins")
     @classmethod
     def _cors_origins(cls, value: str) -> str:
@@ -174,6 +183,50 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.cookie_secure if self.cookie_secure is not None else self.env != "development"
+
+
+@dataclass(frozen=True)
+class SMTPServer:
+    """``AUTH_SMTP_URL`` taken apart. ``tls``: TLS from the first byte (smtps://); otherwise
+    STARTTLS whenever the server offers it."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+SMTP_URL_FORM = "smtp://[user:password@]host:port or smtps://[user:password@]host:port"
+
+
+def parse_smtp_url(url: str) -> SMTPServer:
+    """The server named by ``url``; ValueError (never quoting the URL, which may hold a
+    password) when it is not of the form ``SMTP_URL_FORM``. The port defaults to 25 (smtp) and
+    465 (smtps)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"not a URL with a valid port; use {SMTP_URL_FORM}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise ValueError(f"the scheme must be smtp or smtps; use {SMTP_URL_FORM}")
+    if not parts.hostname:
+        raise ValueError(f"no host; use {SMTP_URL_FORM}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"no path, query or fragment; use {SMTP_URL_FORM}")
+    if port == 0:
+        raise ValueError(f"port 0 is not a port; use {SMTP_URL_FORM}")
+    if parts.password is not None and not parts.username:
+        raise ValueError(f"a password without a user; use {SMTP_URL_FORM}")
+    return SMTPServer(
+        host=parts.hostname,
+        port=port if port is not None else (465 if scheme == "smtps" else 25),
+        tls=scheme == "smtps",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
 
 
 def _origin(entry: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     Uuid,
     func,
 )
@@ -127,3 +128,41 @@ class Client(Base):
     secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("uq_clients_name_lower", func.lower(name), unique=True),)
+
+
+class OutboxMessage(Base):
+    """A rendered email waiting to be delivered (``service/accounts/mail.py``).
+
+    Added in the transaction of the change that causes it, so it exists exactly when that change
+    was committed. ``next_attempt_at`` is NULL once the message is done: sent (``sent_at``) or
+    given up (``failed_at``, with ``last_error``). A sender owns a message while
+    ``claimed_until`` is in the future and ``claim`` is its token; the body is blanked once the
+    message is done, as it may hold a live link.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(998))
+    # The whole RFC 5322 message as queued (headers, text and HTML parts): a retry sends the
+    # same bytes, Message-ID and Date included.
+    message: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (
+        # The senders' poll looks only at messages still to deliver.
+        Index(
+            "ix_outbox_pending",
+            next_attempt_at,
+            sqlite_where=next_attempt_at.is_not(None),
+            postgresql_where=next_attempt_at.is_not(None),
+        ),
+    )

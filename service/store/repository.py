@@ -12,7 +12,7 @@ from sqlalchemy import delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.store.models import Client, RefreshFamily, RevokedToken, User
+from service.store.models import Client, OutboxMessage, RefreshFamily, RevokedToken, User
 
 
 class DuplicateUser(Exception):
@@ -205,6 +205,110 @@ class RevocationRepository:
 
     async def prune(self, now: datetime) -> None:
         await self.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+
+
+class OutboxRepository:
+    """The mail outbox. A sender claims one message at a time with a lease: a conditional UPDATE
+    that matches only while nobody holds it, so of two senders exactly one gets it; every later
+    change names the claim token, so a sender whose lease ran out changes nothing."""
+
+    # How many due messages a claim looks at when others are being claimed at the same moment.
+    CANDIDATES = 8
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, *, recipient: str, subject: str, message: str, now: datetime) -> None:
+        self.session.add(
+            OutboxMessage(
+                recipient=recipient,
+                subject=subject,
+                message=message,
+                created_at=now,
+                next_attempt_at=now,
+                attempts=0,
+            )
+        )
+        await self.session.flush()
+
+    async def claim_due(
+        self, *, now: datetime, lease_until: datetime, claim: str
+    ) -> OutboxMessage | None:
+        """Take the next due message nobody holds until ``lease_until``; None when none is due."""
+        free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
+        due = (OutboxMessage.next_attempt_at.is_not(None), OutboxMessage.next_attempt_at <= now)
+        candidates = await self.session.execute(
+            select(OutboxMessage.id)
+            .where(*due, free)
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(self.CANDIDATES)
+            # PostgreSQL: skip rows another sender is claiming right now (SQLite: no-op, its
+            # writers are serialised anyway).
+            .with_for_update(skip_locked=True)
+        )
+        for message_id in candidates.scalars().all():
+            # The guard is repeated: on PostgreSQL a concurrent claim that committed first makes
+            # this UPDATE match nothing once it re-reads the row.
+            result = await self.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id, *due, free)
+                .values(
+                    claimed_until=lease_until,
+                    claim=claim,
+                    attempts=OutboxMessage.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) == 1:
+                claimed = await self.session.execute(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.id == message_id)
+                    .execution_options(populate_existing=True)
+                )
+                return claimed.scalar_one()
+        return None
+
+    async def mark_sent(self, message_id: int, *, claim: str, now: datetime) -> bool:
+        """Done: the body (which may hold a live link) is dropped. False if the claim was lost."""
+        return await self._settle(
+            message_id, claim, sent_at=now, next_attempt_at=None, message="", last_error=None
+        )
+
+    async def mark_failed(self, message_id: int, *, claim: str, now: datetime, error: str) -> bool:
+        """Given up for good (a permanent refusal): kept with its error, never tried again."""
+        return await self._settle(
+            message_id, claim, failed_at=now, next_attempt_at=None, message="", last_error=error
+        )
+
+    async def retry_at(self, message_id: int, *, claim: str, when: datetime, error: str) -> bool:
+        return await self._settle(message_id, claim, next_attempt_at=when, last_error=error)
+
+    async def _settle(self, message_id: int, claim: str, **values: Any) -> bool:
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.claim == claim)
+            .values(claimed_until=None, claim=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def next_attempt(self) -> datetime | None:
+        """When the earliest pending message is due (it may be held by a sender meanwhile)."""
+        result = await self.session.execute(
+            select(
+                func.min(func.coalesce(OutboxMessage.claimed_until, OutboxMessage.next_attempt_at))
+            ).where(OutboxMessage.next_attempt_at.is_not(None))
+        )
+        return result.scalar_one_or_none()
+
+    async def prune(self, before: datetime) -> None:
+        """Forget messages done (sent or given up) before ``before``."""
+        await self.session.execute(
+            delete(OutboxMessage).where(
+                OutboxMessage.next_attempt_at.is_(None),
+                or_(OutboxMessage.sent_at < before, OutboxMessage.failed_at < before),
+            )
+        )
 
 
 class DuplicateClient(Exception):

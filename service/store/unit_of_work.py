@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from service.core.config import Settings
 from service.store.db import Database
 from service.store.repository import (
     ClientRepository,
     FamilyRepository,
+    OutboxRepository,
     RevocationRepository,
     UserRepository,
 )
@@ -30,7 +32,12 @@ class UnitOfWork:
             self.families = FamilyRepository(session)
             self.revocations = RevocationRepository(session)
             self.clients = ClientRepository(session)
+            self.outbox = OutboxRepository(session)
             yield self
+
+    @property
+    def settings(self) -> Settings:
+        return self._database.settings
 
     async def commit(self) -> None:
         await self.session.commit()

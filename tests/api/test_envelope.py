@@ -103,7 +103,7 @@ async def test_hsts_in_development_over_https(tmp_path: Path) -> None:
 
 
 async def test_hsts_in_production_over_http(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, env="production", jwt_secret="f" * 48)
+    settings = make_settings(tmp_path, env="production", jwt_secret="f" * 48, mail_enabled=False)
     async with running_app(settings) as app:
         response = await app.test_client().get("/health")
 
