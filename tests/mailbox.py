@@ -125,7 +125,12 @@ class Mailbox:
                     sender=envelope.mail_from or "",
                     recipients=tuple(envelope.rcpt_tos),
                     message=parsed,
-                    tls=session.ssl is not None,
+                    # STARTTLS (session.ssl) or TLS from the start (the transport's).
+                    tls=session.ssl is not None
+                    or (
+                        server.transport is not None
+                        and server.transport.get_extra_info("ssl_object") is not None
+                    ),
                     login=login,
                 )
             )
@@ -193,7 +198,12 @@ class SMTPServer:
         if self.starttls is not None:
             options["tls_context"] = self.starttls
         if self.login:
-            options.update(authenticator=_authenticate, auth_require_tls=False, auth_required=True)
+            # Over STARTTLS the server refuses AUTH before TLS: a login proves the upgrade.
+            options.update(
+                authenticator=_authenticate,
+                auth_require_tls=self.starttls is not None,
+                auth_required=True,
+            )
         controller = Controller(
             self.mailbox,
             hostname="127.0.0.1",

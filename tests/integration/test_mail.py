@@ -369,6 +369,7 @@ async def test_wake_delivers_without_waiting_for_the_poll(
             await sender.close()
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 async def test_smtp_login_with_the_url_credentials(database: Database, settings: Settings) -> None:
     with SMTPServer(login=True) as smtp:
         sender = mailer(smtp_settings(settings, smtp.url), database)
