@@ -103,9 +103,17 @@ def compose(settings: Settings, mail: Mail, templates: MailTemplates) -> EmailMe
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=message_domain(settings))
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    message.set_content(text, cte=_transfer_encoding(text))
+    message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
     return message
+
+
+def _transfer_encoding(body: str) -> str | None:
+    """``7bit`` for ASCII lines up to SMTP's 998 characters, so that a link stays whole and
+    readable in the raw message (an ``.eml`` file); else the email package's choice."""
+    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
+        return "7bit"
+    return None
 
 
 def message_domain(settings: Settings) -> str:
@@ -366,8 +374,8 @@ class Mailer:
             # Cleared before looking: a wake() during the delivery below is not lost.
             self._woken.clear()
             try:
-                await self.deliver_due()
-                await self._prune()
+                if await self.deliver_due():
+                    await self._prune()
                 wait = await self._until_next()
             except DATABASE_UNAVAILABLE as error:
                 logger.warning("mail: the database is unavailable (%s)", _error_text(error))
@@ -401,6 +409,9 @@ class Mailer:
 
     async def _claim(self) -> OutboxMessage | None:
         now = utcnow()
+        async with unit_of_work(self.database) as reader:
+            if not await reader.outbox.any_due(now):
+                return None
         async with unit_of_work(self.database, write=True) as uow:
             claimed = await uow.outbox.claim_due(
                 now=now,
@@ -488,6 +499,7 @@ class Mailer:
             return
 
     async def _prune(self) -> None:
+        """At most hourly, after a delivery (a write anyway): idle senders never write."""
         now = utcnow()
         if self._pruned_at is not None and now - self._pruned_at < timedelta(hours=1):
             return

@@ -268,6 +268,20 @@ class OutboxRepository:
                 return claimed.scalar_one()
         return None
 
+    async def any_due(self, now: datetime) -> bool:
+        """Whether a message is due that nobody holds: asked in a read transaction first, so an
+        idle poll never takes SQLite's write lock."""
+        result = await self.session.execute(
+            select(
+                exists().where(
+                    OutboxMessage.next_attempt_at.is_not(None),
+                    OutboxMessage.next_attempt_at <= now,
+                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+                )
+            )
+        )
+        return bool(result.scalar())
+
     async def mark_sent(self, message_id: int, *, claim: str, now: datetime) -> bool:
         """Done: the body (which may hold a live link) is dropped. False if the claim was lost."""
         return await self._settle(

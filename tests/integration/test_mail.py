@@ -140,6 +140,17 @@ async def test_the_message_is_multipart_text_and_html_from_mail_from(
     )
 
 
+async def test_a_long_link_stays_whole_on_one_line_of_the_raw_message(
+    database: Database,
+) -> None:
+    link = "http://127.0.0.1:8000/reset-password?token=" + "x" * 200
+    await queue(database, hello(link=link))
+
+    [stored] = await outbox(database)
+    assert f"your link: {link}\n" in stored.message
+    assert f'<a href="{link}">' in stored.message
+
+
 async def test_a_variable_missing_from_the_context_fails_at_queue_time(
     database: Database,
 ) -> None:
