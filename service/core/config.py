@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # "text" (the default) or "json": one JSON object per line for the application, audit and
     # access logs, each with the request id.
     log_format: Literal["text", "json"] = "text"
+    # How often an open WebSocket's token is checked again when no message passes (the
+    # contract: a revoked token's socket is closed within 30 s at most).
+    websocket_recheck_seconds: float = Field(default=10.0, gt=0, le=30)
     instance_path: Path = Path("instance")
     auto_migrate: bool = True
     max_body_bytes: int = Field(default=64 * 1024, gt=0)

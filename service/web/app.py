@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, request
+from quart import Quart, Response
 from quart.wrappers import Request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
@@ -43,6 +43,7 @@ from service.web.routes import oauth as oauth_routes
 from service.web.routes import pages as web_routes
 from service.web.routes import users as user_routes
 from service.web.state import EXTENSION_KEY, AuthState, get_state
+from service.web.transport import incoming
 
 logger = logging.getLogger("service")
 
@@ -116,8 +117,8 @@ async def _database_unavailable(error: Exception) -> Response:
     # comes back (or its file is writable again) the service recovers by itself.
     logger.warning(
         "database unavailable on %s %s (request %s): %s",
-        request.method,
-        request.path,
+        incoming().method,
+        incoming().path,
         current_request_id(),
         error.__class__.__name__,
     )
@@ -141,8 +142,8 @@ async def _unexpected(error: Exception) -> Response:
     # The trace goes to the log, never to the client.
     logger.error(
         "unhandled error on %s %s (request %s)",
-        request.method,
-        request.path,
+        incoming().method,
+        incoming().path,
         current_request_id(),
         exc_info=error,
     )

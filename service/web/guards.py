@@ -7,6 +7,10 @@ extension, the service's own or a resource server's (``get_state().authority`` a
 token travels as ``Authorization: Bearer`` or as the ``access_token_cookie``; with the cookie,
 unsafe methods must pass the CSRF check. A machine client's token (client credentials) passes
 only ``scope_required``; the user guards refuse it (401 WRONG_TOKEN_TYPE).
+
+On a ``websocket`` route the same decorators check the handshake (``service/web/sockets.py``):
+a refused token is an HTTP 401/403 answer before the socket opens, and an open socket whose
+token is revoked is closed with 1008.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar, overload
 
-from quart import g
+from quart import g, has_websocket_context
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 
 from service.core.errors import (
@@ -35,6 +39,7 @@ from service.core.errors import (
 from service.core.tokens import Claims
 from service.store.models import User
 from service.web.http import documents_errors
+from service.web.sockets import guard_socket
 from service.web.state import get_state
 from service.web.transport import Transport, access_token, check_csrf, require_same_site
 
@@ -102,6 +107,13 @@ def _guard(
     def decorator(view: View[P, R]) -> View[P, R]:
         @wraps(view)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            if has_websocket_context():
+                return await guard_socket(
+                    lambda: view(*args, **kwargs),
+                    authenticate=lambda: authenticate_request(clients_allowed=clients_allowed),
+                    check=check,
+                    remember=lambda context: setattr(g, _AUTH, context),
+                )
             context = await authenticate_request(clients_allowed=clients_allowed)
             if check is not None:
                 check(context)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from quart import Response, after_this_request, request
+from quart import Response, after_this_request, has_websocket_context, request, websocket
+from werkzeug.sansio.request import Request as BaseRequest
 from werkzeug.sansio.response import Response as BaseResponse
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -26,10 +27,15 @@ REFRESH_COOKIE_PATH = "/refresh"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def incoming() -> BaseRequest:
+    """The request, or on a ``websocket`` route its handshake (the same headers and cookies)."""
+    return websocket if has_websocket_context() else request
+
+
 def bearer_token(refusal: str | None = None) -> str | None:
     """The ``Authorization: Bearer`` token; None without the header; TokenMissing (``refusal``
     as its detail) when the header is there but carries no bearer token."""
-    header = request.headers.get("Authorization")
+    header = incoming().headers.get("Authorization")
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
@@ -43,7 +49,7 @@ def access_token() -> tuple[str, Transport]:
     token = bearer_token()
     if token is not None:
         return token, "header"
-    cookie = request.cookies.get(ACCESS_COOKIE)
+    cookie = incoming().cookies.get(ACCESS_COOKIE)
     if cookie:
         return cookie, "cookie"
     raise TokenMissing()
@@ -51,7 +57,12 @@ def access_token() -> tuple[str, Transport]:
 
 def check_csrf(claims: Claims) -> None:
     """For cookie-borne tokens on unsafe methods: the request comes from this site, and the
-    header echoes the token's ``csrf``."""
+    header echoes the token's ``csrf``. A WebSocket handshake on the cookie (a GET that opens a
+    two-way channel, which no CSRF header can accompany) must come from this site or an
+    allowed origin: cross-site WebSocket hijacking is refused."""
+    if has_websocket_context():
+        require_same_site()
+        return
     if request.method in SAFE_METHODS:
         return
     require_same_site()
@@ -61,9 +72,10 @@ def check_csrf(claims: Claims) -> None:
 
 def from_this_site() -> bool:
     """The cross-site check (``service/web/origin.py``) on this request's headers."""
-    headers = request.headers
+    asked = incoming()
+    headers = asked.headers
     return get_state().origins.allows(
-        origin=headers.get("Origin"), fetch_site=headers.get("Sec-Fetch-Site"), host=request.host
+        origin=headers.get("Origin"), fetch_site=headers.get("Sec-Fetch-Site"), host=asked.host
     )
 
 
