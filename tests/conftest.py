@@ -27,6 +27,7 @@ LONGEST_FIRST = (
     "tests/system/test_schemathesis.py",
     "tests/system/test_pytest_plugin.py",
     "tests/system/test_resource_server.py",
+    "tests/system/test_websockets.py",
 )
 
 
