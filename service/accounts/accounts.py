@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from service.accounts.clients import MachineClients
+from service.accounts.email_flows import EmailFlows
 from service.accounts.hooks import AuthHooks
 from service.accounts.mail import Mailer
 from service.accounts.sessions import (
@@ -41,6 +42,7 @@ from service.core.errors import (
     AccountDisabled,
     APIError,
     CsrfFailed,
+    EmailNotVerified,
     InvalidCredentials,
     NotFound,
     ServiceUnavailable,
@@ -95,6 +97,8 @@ class Accounts:
         # change, so nothing is cached: every request asks the database.
         self.subjects = SubjectCache(epoch) if epoch is not None else None
         self.clients = MachineClients(self)
+        # Verification and password reset: the mailed links (service/accounts/email_flows.py).
+        self.email = EmailFlows(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, hooks: AuthHooks | None = None) -> Accounts:
@@ -199,7 +203,11 @@ class Accounts:
                 )
             except DuplicateUser as exc:
                 raise _user_exists(exc.field) from exc
+            # The verification link is stored with the user: both or neither.
+            mailed = await self.email.queue_verification(uow, user)
             await uow.commit()
+        if mailed:
+            self.email.sent()
         audit("signup", user_id=user.id)
         return user
 
@@ -211,10 +219,17 @@ class Accounts:
         password: str,
         name: str | None,
         client: ClientInfo,
-    ) -> tuple[User, TokenPair]:
-        """A new account, signed in at once with a browser session (the signup page)."""
+    ) -> tuple[User, TokenPair | None]:
+        """A new account, signed in at once with a browser session (the signup page); no
+        session (None) while ``AUTH_REQUIRE_VERIFIED_EMAIL`` wants the address verified."""
         user = await self.register(username=username, email=email, password=password, name=name)
+        if self.require_verified_email and not user.email_verified:
+            return user, None
         return user, await self.start_session(user, client=client, with_csrf=True)
+
+    @property
+    def require_verified_email(self) -> bool:
+        return self.database.settings.require_verified_email
 
     async def verify_credentials(self, login: str, password: str, *, client: ClientInfo) -> User:
         """The user for these credentials, or InvalidCredentials (TooManyAttempts when throttled).
@@ -223,7 +238,8 @@ class Accounts:
         gives the same error, so neither the answer nor its timing tells whether an account
         exists. The attempt takes its place in the throttle's windows before the password is
         checked, counted against the account (its id, whichever of its names was typed) from
-        this address.
+        this address. With ``AUTH_REQUIRE_VERIFIED_EMAIL``, an unverified address is
+        EmailNotVerified, told only to whoever typed the right password.
         """
         async with unit_of_work(self.database) as uow:
             user = await uow.users.by_login(login)
@@ -241,6 +257,9 @@ class Accounts:
             raise InvalidCredentials()
         if verification.new_hash is not None:
             await self._store_upgraded_hash(user.id, verification.new_hash)
+        if self.require_verified_email and not user.email_verified:
+            audit("login", outcome="refused", user_id=user.id, reason="email-not-verified")
+            raise EmailNotVerified()
         return user
 
     async def login(
@@ -498,14 +517,26 @@ class Accounts:
                 raise TokenInvalid("The token's user does not exist.")
             if name is not None or clear_name:
                 user.name = name
-            if email is not None:
+            old_email = user.email
+            email_changed = email is not None and email.lower() != old_email
+            if email is not None and email_changed:
+                # A new address is unverified, and every link sent to an earlier one dies.
                 user.email = email.lower()
+                user.email_verified = False
+                user.email_version += 1
             try:
                 await uow.users.save()
             except DuplicateUser as exc:
                 raise UserExists("This email is already registered.", field="email") from exc
+            mailed = email_changed and await self.email.queue_email_changed(
+                uow, user, old_email=old_email
+            )
             await uow.commit()
+        if mailed:
+            self.email.sent()
         await self.changed()
+        if email_changed:
+            audit("email-change", user_id=user.id)
         return user
 
     # --- administration (the admin API and the CLI) -------------------------------------------

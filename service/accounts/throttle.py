@@ -36,6 +36,17 @@ from service.core.errors import TooManyAttempts
 
 PASSWORD_SCOPE = "password"
 REFRESH_SCOPE = "refresh"
+# The mailed links (service/accounts/email_flows.py): every request takes its places, since
+# each one may send a message. "Account" is the address typed for a forgotten password (known
+# or not: the answer must not tell), the user for a new verification link or a reset.
+FORGOT_SCOPE = "password-forgot"
+VERIFY_REQUEST_SCOPE = "verify-request"
+RESET_SCOPE = "password-reset"
+MAIL_SCOPES = frozenset({FORGOT_SCOPE, VERIFY_REQUEST_SCOPE, RESET_SCOPE})
+# Enough for a person who retries (a message that is slow to arrive, a typo), too few to flood
+# a mailbox or send a reset link to every address of a list.
+MAIL_ACCOUNT_LIMITS = "3/15 minutes;10/day"
+MAIL_ADDRESS_LIMITS = "20/hour;100/day"
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,8 @@ class ThrottleLimits:
     account: Sequence[Window]
     address: Sequence[Window]
     refresh: Sequence[Window]
+    mail_account: Sequence[Window] = parse_windows(MAIL_ACCOUNT_LIMITS)
+    mail_address: Sequence[Window] = parse_windows(MAIL_ADDRESS_LIMITS)
 
     @classmethod
     def parse(cls, account: str, address: str, refresh: str) -> ThrottleLimits:
@@ -204,11 +217,12 @@ class Throttle:
         """Reserve this attempt's place in every window, or raise TooManyAttempts (429 with
         Retry-After) and reserve none."""
         address = self._counters(scope, "ip", ip, self._address_windows(scope))
-        per_account = (
-            self._counters(scope, "account", f"{account}:{ip}", self.limits.account)
-            if account is not None and scope == PASSWORD_SCOPE
-            else []
-        )
+        per_account: list[Counter] = []
+        if account is not None and scope == PASSWORD_SCOPE:
+            per_account = self._counters(scope, "account", f"{account}:{ip}", self.limits.account)
+        elif account is not None and scope in MAIL_SCOPES:
+            # From every address together: a mailbox is flooded from many as well as from one.
+            per_account = self._counters(scope, "account", account, self.limits.mail_account)
         member = secrets.token_hex(8)
         wait = await self.store.reserve([*address, *per_account], member, time.time())
         if wait > 0:
@@ -257,6 +271,8 @@ class Throttle:
         await self.store.close()
 
     def _address_windows(self, scope: str) -> Sequence[Window]:
+        if scope in MAIL_SCOPES:
+            return self.limits.mail_address
         return self.limits.refresh if scope == REFRESH_SCOPE else self.limits.address
 
     def _counters(

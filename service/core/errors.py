@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     INVALID_SCOPE = "INVALID_SCOPE"
     CLIENT_EXISTS = "CLIENT_EXISTS"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    EMAIL_NOT_VERIFIED = "EMAIL_NOT_VERIFIED"
+    VERIFICATION_INVALID = "VERIFICATION_INVALID"
+    RESET_TOKEN_INVALID = "RESET_TOKEN_INVALID"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -144,6 +147,30 @@ class ServiceUnavailable(APIError):
     code = ErrorCode.SERVICE_UNAVAILABLE
     title = "Service unavailable"
     default_detail = "A backing service is unavailable; try again shortly."
+
+
+class MailDisabled(ServiceUnavailable):
+    """``AUTH_MAIL_ENABLED=false``: the routes that send or redeem mailed links are off."""
+
+    default_detail = "This service sends no email: verification and password reset are off."
+
+
+class VerificationInvalid(APIError):
+    status = 400
+    code = ErrorCode.VERIFICATION_INVALID
+    title = "Verification link invalid"
+    default_detail = (
+        "This verification link is invalid, expired or already used; ask for a new one."
+    )
+
+
+class ResetTokenInvalid(APIError):
+    status = 400
+    code = ErrorCode.RESET_TOKEN_INVALID
+    title = "Reset link invalid"
+    default_detail = (
+        "This password-reset link is invalid, expired or already used; ask for a new one."
+    )
 
 
 class HashingBusy(ServiceUnavailable):
@@ -262,6 +289,18 @@ class InsufficientScope(Forbidden):
     code = ErrorCode.INSUFFICIENT_SCOPE
     title = "Insufficient scope"
     default_detail = "The token's scope does not allow this."
+
+
+class EmailNotVerified(APIError):
+    """The password was right, but ``AUTH_REQUIRE_VERIFIED_EMAIL`` wants a verified address
+    first. Not a bearer-token failure: no ``WWW-Authenticate`` challenge."""
+
+    status = 403
+    code = ErrorCode.EMAIL_NOT_VERIFIED
+    title = "Email not verified"
+    default_detail = (
+        "Verify your email address first: follow the link we sent you, or ask for a new one."
+    )
 
 
 class OAuthError(APIError):

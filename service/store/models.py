@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,6 +71,11 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     # Bumped by logout-everywhere, disabling and role removal: older tokens carry a lower `ver`.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Whether a link sent to ``email`` was followed; false again whenever the address changes.
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Bumped by every email change: links sent to an earlier address (or earlier to the same
+    # one) carry a lower version and are refused (service/accounts/email_flows.py).
+    email_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         # Uniqueness is the database's job, on the lowered value: no check-then-insert race.

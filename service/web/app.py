@@ -37,6 +37,7 @@ from service.web.openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
 from service.web.routes import auth as auth_routes
 from service.web.routes import cookie_session as browser_routes
 from service.web.routes import docs as docs_routes
+from service.web.routes import email as email_routes
 from service.web.routes import health as health_routes
 from service.web.routes import jwks as key_routes
 from service.web.routes import oauth as oauth_routes
@@ -235,6 +236,7 @@ class AuthExtension:
                 oauth_routes,
                 browser_routes,
                 user_routes,
+                email_routes,
                 health_routes,
                 key_routes,
             )

@@ -141,6 +141,28 @@ class ProfileUpdate(Request):
     email: EmailStr | None = Field(default=None, max_length=254)
 
 
+class VerifyEmailRequest(Request):
+    token: str = Field(
+        min_length=1, max_length=8192, description="The `token` of the emailed link."
+    )
+
+
+class ForgotPasswordRequest(Request):
+    email: EmailStr = Field(max_length=254)
+
+    @field_validator("email")
+    @classmethod
+    def _lower_email(cls, value: str) -> str:
+        return value.lower()
+
+
+class PasswordReset(Request):
+    token: str = Field(
+        min_length=1, max_length=8192, description="The `token` of the emailed link."
+    )
+    new_password: NewPassword
+
+
 class PasswordChange(Request):
     controls_allowed = frozenset({"current_password"})
 
@@ -159,6 +181,7 @@ class CookieLoginOut(BaseModel):
     name: str | None
     roles: list[str]
     is_active: bool
+    email_verified: bool
     created_at: datetime
     csrf_token: str
 
@@ -191,6 +214,7 @@ class UserOut(BaseModel):
     name: str | None
     roles: list[str]
     is_active: bool
+    email_verified: bool
     created_at: datetime
 
 
@@ -214,6 +238,13 @@ class TokenOut(TokenPairOut):
 
     token: str
     user_id: uuid.UUID
+
+
+class MailAcceptedOut(BaseModel):
+    """A request whose message (if any) is on its way: the answer says no more."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str
 
 
 class HealthOut(BaseModel):

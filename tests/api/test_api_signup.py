@@ -23,7 +23,17 @@ async def test_signup_returns_the_user_object_with_location(client: Client) -> N
 
     assert response.status_code == 201
     body = await response.get_json()
-    assert set(body) == {"id", "username", "email", "name", "roles", "is_active", "created_at"}
+    assert set(body) == {
+        "id",
+        "username",
+        "email",
+        "name",
+        "roles",
+        "is_active",
+        "email_verified",
+        "created_at",
+    }
+    assert body["email_verified"] is False
     assert uuid.UUID(body["id"]).version == 4
     assert body["username"] == "bob"
     assert body["email"] == "bob@example.com"

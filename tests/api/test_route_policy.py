@@ -19,6 +19,10 @@ PUBLIC_ENDPOINTS = {
     "oauth.revoke",
     "auth.refresh",
     "browser.create_session",
+    # The emailed links: their token is the credential (or, to ask for one, nothing at all).
+    "email.verify_email",
+    "email.forgot_password",
+    "email.reset_password",
     "keys.jwks",
     "health.health",
     "health.ready",
@@ -34,6 +38,13 @@ PUBLIC_ENDPOINTS = {
     "web.login_submit",
     "web.signup_submit",
     "web.logout_submit",
+    "web.forgot_password_page",
+    "web.forgot_password_submit",
+    "web.reset_password_page",
+    "web.reset_password_submit",
+    "web.verify_email_page",
+    "web.verify_email_submit",
+    "web.verify_email_resend",
     "web.stylesheet",
 }
 
