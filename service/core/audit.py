@@ -2,7 +2,8 @@
 
 Lines carry the event, its outcome, the user id, the client IP and the request id (bound per
 request by the app through a context variable, so the use cases log without knowing HTTP).
-Passwords, hashes and tokens are never logged: fields with such names are dropped.
+Passwords, hashes and tokens are never logged: fields with such names are dropped. Every event
+is counted too (``core/metrics.py``: logins by outcome, tokens issued, refresh reuse, throttling).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-logger = logging.getLogger("service.audit")
+from service.core.metrics import count_event
+
+AUDIT_LOGGER = "service.audit"
+logger = logging.getLogger(AUDIT_LOGGER)
 
 _REQUEST: ContextVar[dict[str, str | None] | None] = ContextVar("audit_request", default=None)
 SECRET_FIELDS = frozenset(
@@ -44,6 +48,7 @@ def current_request_id() -> str | None:
 
 
 def audit(event: str, *, outcome: str = "ok", user_id: object = None, **fields: object) -> None:
+    count_event(event, outcome, fields.get("reason"))
     record: dict[str, Any] = {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "event": event,

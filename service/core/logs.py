@@ -12,14 +12,25 @@ formatter: hypercorn replaces the handlers of its loggers when it builds its ``L
 or after the app is imported, depending on how it is run), and its ``logger_class`` cannot be
 named in hypercorn.toml (``Config.from_toml`` keeps the string, which is not callable). A record
 factory covers every logger and handler of the process, whichever server runs the app.
+
+``AUTH_LOG_FORMAT=json`` (``configure_logging``): the application's log (logger ``service``) is
+one JSON object per line on stderr (``JsonFormatter``: ``ts``, ``level``, ``logger``,
+``message``, ``request_id``, ``pid``, and ``exc_info`` for a traceback, still one line). The
+audit log is JSON lines in either format (``core/audit.py``). The access and error logs of
+``python -m service.serve`` use the same formatter (``service/ops/serve.py``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
 import traceback
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from service.core.audit import AUDIT_LOGGER, current_request_id
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 TRACEBACK_INDENT = "  "
@@ -69,3 +80,65 @@ def escape_log_records() -> None:
     current = logging.getLogRecordFactory()
     if not isinstance(current, EscapingRecordFactory):
         logging.setLogRecordFactory(EscapingRecordFactory(current))
+
+
+APP_LOGGER = "service"
+
+
+class JsonFormatter(logging.Formatter):
+    """A record as one line of JSON; a record's ``fields`` (``extra={"fields": {...}}``) are
+    added to it, over the defaults (the access log's ``request_id``, say)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": current_request_id(),
+            "pid": record.process,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        # ensure_ascii: controls and line separators are escapes, so the line stays one line.
+        return json.dumps(entry, default=str, ensure_ascii=True)
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test's capture, say), not
+    to the stream of the moment the handler was made."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _stream: IO[str]) -> None:
+        pass
+
+
+def _not_audit(record: logging.LogRecord) -> bool:
+    # The audit logger has its own handler (its lines are JSON already).
+    return not record.name.startswith(AUDIT_LOGGER)
+
+
+def configure_logging(log_format: str) -> None:
+    """``json``: a stderr handler writing JSON lines for the ``service`` logger (once). With
+    ``text`` nothing is added: warnings reach stderr as they always did."""
+    if log_format != "json":
+        return
+    logger = logging.getLogger(APP_LOGGER)
+    if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(_not_audit)
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)

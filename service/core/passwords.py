@@ -27,6 +27,7 @@ from werkzeug.security import check_password_hash
 
 from service.core.config import Settings
 from service.core.errors import HashingBusy
+from service.core.metrics import HASH_QUEUE_DEPTH, HASH_SECONDS
 
 T = TypeVar("T")
 
@@ -154,28 +155,31 @@ class PasswordHasher:
             return 0.0
         return (self.pending // self.workers) * self.average_seconds
 
-    async def _run(self, job: Callable[..., T], *args: Any) -> T:
+    async def _run(self, operation: str, job: Callable[..., T], *args: Any) -> T:
         wait = self.expected_wait()
         if wait > self.max_wait or (self.queue_limit and self.pending >= self.queue_limit):
             raise HashingBusy(max(1, math.ceil(wait - self.max_wait)))
         self.pending += 1
+        HASH_QUEUE_DEPTH.inc()
         try:
             result, seconds = await asyncio.get_running_loop().run_in_executor(
                 self._executor, _timed, job, *args
             )
         finally:
             self.pending -= 1
+            HASH_QUEUE_DEPTH.dec()
         self.observe(seconds)
+        HASH_SECONDS.labels(operation).observe(seconds)
         return result
 
     async def hash(self, password: str) -> str:
-        return await self._run(self._hash, password)
+        return await self._run("hash", self._hash, password)
 
     async def verify(self, password: str, stored_hash: str | None) -> Verification:
         """Check ``password``; with no stored hash, a dummy is verified so timing is the same."""
         known = stored_hash is not None
         checked = stored_hash if stored_hash is not None else await self.dummy_hash()
-        result = await self._run(self._verify_and_update, password, checked)
+        result = await self._run("verify", self._verify_and_update, password, checked)
         return result if known else Verification(ok=False, new_hash=None)
 
     async def dummy_hash(self) -> str:

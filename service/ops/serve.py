@@ -36,6 +36,17 @@ file).
 
 A start-up error of the supervisor's own (the hypercorn config cannot be read, a bind fails) is
 one line on stderr and exit status 2.
+
+Metrics: the supervisor makes a fresh private directory (mode 0700, under
+``PROMETHEUS_MULTIPROC_DIR`` when that is set, else the temporary folder) and passes it to the
+workers as ``PROMETHEUS_MULTIPROC_DIR``, so prometheus-client runs in its multiprocess mode and a
+scrape of ``/metrics`` on any worker sums every worker's values (``service/core/metrics.py``).
+A worker that ends is marked dead (its live gauges leave the sum); the directory is removed when
+the supervisor exits.
+
+``AUTH_LOG_FORMAT=json`` (read by the supervisor as the app reads it: the environment and
+``.env``): the workers' access and error logs are JSON lines (``JsonLogger``), and so are the
+supervisor's own lines.
 """
 
 from __future__ import annotations
@@ -43,14 +54,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
@@ -61,7 +75,15 @@ from typing import Any
 
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
+from hypercorn.logging import Logger
+from hypercorn.typing import ResponseSummary, WWWScope
 from hypercorn.utils import NoAppError, load_application, repr_socket_addr
+from prometheus_client.multiprocess import mark_process_dead
+from pydantic import ValidationError
+
+from service.core.config import Settings
+from service.core.logs import JsonFormatter
+from service.core.metrics import MULTIPROCESS_DIRECTORY
 
 CONFIG_FILE = Path("hypercorn.toml")  # read from the working directory when it is there
 # Without a config file: the repository's hypercorn.toml, value for value (a test compares them);
@@ -82,10 +104,105 @@ BUILTIN_CONFIG: dict[str, Any] = {
 }
 SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 SERVING = b"serving"
+METRICS_DIRECTORY_PREFIX = "auth-service-metrics-"
+LOGGER_NAME = "service.serve"
 
 
 class StartupError(Exception):
     """The server cannot start; the message is one line for the operator."""
+
+
+def log_format() -> str:
+    """``AUTH_LOG_FORMAT`` as the app will read it; ``text`` when the settings do not parse
+    (the first worker then reports what is wrong)."""
+    try:
+        return Settings().log_format
+    except (ValidationError, ValueError, OSError):
+        return "text"
+
+
+def say(message: str, *, json_lines: bool, level: int = logging.INFO) -> None:
+    """One line of the supervisor's (or a worker's start-up) on stderr, in the log format."""
+    if json_lines:
+        record = logging.makeLogRecord(
+            {"name": LOGGER_NAME, "levelno": level, "levelname": logging.getLevelName(level)}
+        )
+        record.msg = message
+        line = JsonFormatter().format(record)
+    else:
+        line = f"auth-service: {message}"
+    print(line, file=sys.stderr, flush=True)
+
+
+def access_fields(
+    request: WWWScope, response: ResponseSummary | None, request_time: float
+) -> dict[str, Any]:
+    """An access log line's fields. No query string: a link's token travels there."""
+    request_id = length = None
+    for name, value in response.get("headers", ()) if response is not None else ():
+        lowered = name.lower()
+        if lowered == b"x-request-id":
+            request_id = value.decode("latin1")
+        elif lowered == b"content-length":
+            length = value.decode("latin1")
+    client = request.get("client")
+    return {
+        "remote_addr": client[0] if client else None,
+        "method": request["method"] if request["type"] == "http" else "GET",
+        "path": request["path"],
+        "protocol": request.get("http_version", "ws"),
+        "status": response["status"] if response is not None else None,
+        "bytes": int(length) if length is not None and length.isdigit() else None,
+        "duration_us": int(request_time * 1_000_000),
+        "request_id": request_id,
+    }
+
+
+class JsonLogger(Logger):
+    """hypercorn's logger writing JSON lines (``AUTH_LOG_FORMAT=json``): the error log through
+    ``JsonFormatter``, the access log as fields (``access_fields``), each with the request id
+    the app answered with (``X-Request-ID``)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        for logger in (self.access_logger, self.error_logger):
+            for handler in logger.handlers if logger is not None else ():
+                handler.setFormatter(JsonFormatter())
+
+    async def access(
+        self, request: WWWScope, response: ResponseSummary, request_time: float
+    ) -> None:
+        if self.access_logger is not None:
+            fields = access_fields(request, response, request_time)
+            self.access_logger.info(
+                "%s %s %s",
+                fields["method"],
+                fields["path"],
+                fields["status"],
+                extra={"fields": fields},
+            )
+
+
+@contextmanager
+def metrics_directory() -> Iterator[str]:
+    """A fresh private directory for prometheus-client's multiprocess mode, named to the
+    workers by ``PROMETHEUS_MULTIPROC_DIR``; removed at the end."""
+    parent = os.environ.get(MULTIPROCESS_DIRECTORY) or None
+    try:
+        path = tempfile.mkdtemp(prefix=METRICS_DIRECTORY_PREFIX, dir=parent)  # mode 0700
+    except OSError as exc:
+        where = parent or tempfile.gettempdir()
+        reason = _reason(exc)
+        raise StartupError(f"cannot make the metrics directory in {where}: {reason}") from None
+    os.environ[MULTIPROCESS_DIRECTORY] = path
+    try:
+        yield path
+    finally:
+        if parent is None:
+            os.environ.pop(MULTIPROCESS_DIRECTORY, None)
+        else:
+            os.environ[MULTIPROCESS_DIRECTORY] = parent
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _reason(error: OSError | ValueError) -> str:
@@ -221,7 +338,7 @@ def run_worker(config: Config, sockets: Sockets, serving: Connection) -> None:
     try:
         app = load_application(config.application_path, config.wsgi_max_body_size)
     except NoAppError as exc:
-        print(f"auth-service: {exc}", file=sys.stderr)
+        say(str(exc), json_lines=config.logger_class is JsonLogger, level=logging.ERROR)
         raise SystemExit(2) from None
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if config.worker_class == "uvloop":
@@ -245,9 +362,13 @@ def _signals_blocked() -> Iterator[None]:
 class Supervisor:
     """Starts a worker per socket set, forwards SIGTERM/SIGINT, waits for every worker."""
 
-    def __init__(self, config: Config, per_worker: list[Sockets]) -> None:
+    def __init__(
+        self, config: Config, per_worker: list[Sockets], metrics_directory: str | None = None
+    ) -> None:
         self.config = config
         self.per_worker = per_worker
+        self.metrics_directory = metrics_directory
+        self.json_lines = config.logger_class is JsonLogger
         self.address = describe(per_worker[0])
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
@@ -302,6 +423,9 @@ class Supervisor:
                 ended = sentinels[sentinel]
                 ended.join()
                 self.running.remove(ended)
+                if self.metrics_directory is not None and ended.pid is not None:
+                    # Its live gauges (the hashing queue) leave the sum; its counters stay.
+                    mark_process_dead(ended.pid, self.metrics_directory)  # type: ignore[no-untyped-call]
                 status = status or ended.exitcode or 0
                 # A worker died on its own (or failed to start): stop the rest, report it.
                 self.stop()
@@ -316,10 +440,9 @@ class Supervisor:
                 announced = True
                 workers = len(self.workers)
                 plural = "s" if workers != 1 else ""
-                print(
-                    f"auth-service: serving on {self.address} with {workers} worker{plural}",
-                    file=sys.stderr,
-                    flush=True,
+                say(
+                    f"serving on {self.address} with {workers} worker{plural}",
+                    json_lines=self.json_lines,
                 )
         return status
 
@@ -394,13 +517,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        config = build_config(args)
-        per_worker = worker_sockets(config, max(1, args.workers), args.reuse_port)
-    except StartupError as exc:
-        print(f"auth-service: {exc}", file=sys.stderr)
-        return 2
-    return Supervisor(config, per_worker).run()
+    json_lines = log_format() == "json"
+    with ExitStack() as cleanup:
+        try:
+            config = build_config(args)
+            if json_lines:
+                config.logger_class = JsonLogger
+            per_worker = worker_sockets(config, max(1, args.workers), args.reuse_port)
+            directory = cleanup.enter_context(metrics_directory())
+        except StartupError as exc:
+            say(str(exc), json_lines=json_lines, level=logging.ERROR)
+            return 2
+        return Supervisor(config, per_worker, directory).run()
 
 
 if __name__ == "__main__":

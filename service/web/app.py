@@ -26,7 +26,7 @@ from service.core.errors import (
     error_for_status,
     render_problem,
 )
-from service.core.logs import escape_log_records
+from service.core.logs import configure_logging, escape_log_records
 from service.store import migrations
 from service.store.db import DATABASE_UNAVAILABLE
 from service.web.cors import install_cors
@@ -40,6 +40,7 @@ from service.web.routes import docs as docs_routes
 from service.web.routes import email as email_routes
 from service.web.routes import health as health_routes
 from service.web.routes import jwks as key_routes
+from service.web.routes import metrics as metrics_routes
 from service.web.routes import oauth as oauth_routes
 from service.web.routes import pages as web_routes
 from service.web.routes import users as user_routes
@@ -277,8 +278,10 @@ def create_app(settings: Settings | None = None, *, hooks: AuthHooks | None = No
     extension.envelope.add_default_headers([HSTS], https_only=not secure_cookies)
     app.register_blueprint(docs_routes.blueprint)
     app.register_blueprint(web_routes.blueprint)
+    app.register_blueprint(metrics_routes.blueprint)
 
     escape_log_records()
     configure_audit_logging()
+    configure_logging(get_state(app).settings.log_format)
 
     return app

@@ -1,6 +1,7 @@
 """What every HTTP request gets, done once at the ASGI level rather than in Quart hooks.
 
 - counted while in progress (``InFlight``), so shutdown waits for it before closing the pools;
+- the moment it arrived, for the request metrics (``core/metrics.py`` ``REQUEST_STARTED``);
 - a request id: the client's ``X-Request-ID`` when it is a sane token, else a new one; bound
   for the audit log and echoed in the response;
 - default response headers (the API's security headers), added where the app set none;
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import cast
 
@@ -36,6 +38,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEven
 
 from service.core.audit import bind_request
 from service.core.errors import error_for_status, render_problem
+from service.core.metrics import REQUEST_STARTED
 from service.web.inflight import InFlight
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -115,6 +118,7 @@ class RequestEnvelope:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        REQUEST_STARTED.set(time.perf_counter())
         # One pass over the headers: the request id (the first one sent) and the head's size.
         raw_path = scope.get("raw_path")
         head_bytes = len(scope["query_string"]) + (

@@ -28,6 +28,7 @@ M = TypeVar("M", bound=BaseModel)
 ModelResponse = tuple[BaseModel, int, dict[str, str]]
 
 NO_CONTENT_ATTRIBUTE = "_auth_no_content"
+TEXT_RESPONSE_ATTRIBUTE = "_auth_text_response"
 PROBLEMS_ATTRIBUTE = "_auth_problem_responses"
 MEDIA_TYPES_ATTRIBUTE = "_auth_request_media_types"
 BODY_REQUIRED_ATTRIBUTE = "_auth_request_body_required"
@@ -60,6 +61,16 @@ def documents_no_content(func: F) -> F:
     """Record that the route answers 204 No Content on success."""
     setattr(func, NO_CONTENT_ATTRIBUTE, True)
     return func
+
+
+def documents_text(media_type: str, description: str) -> Callable[[F], F]:
+    """Record that the route answers 200 with a text body of ``media_type`` (not JSON)."""
+
+    def decorator(func: F) -> F:
+        setattr(func, TEXT_RESPONSE_ATTRIBUTE, (media_type, description))
+        return func
+
+    return decorator
 
 
 def validation_errors(exc: ValidationError, source: str = "body") -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ from service.web.http import (
     MEDIA_TYPES_ATTRIBUTE,
     NO_CONTENT_ATTRIBUTE,
     PROBLEMS_ATTRIBUTE,
+    TEXT_RESPONSE_ATTRIBUTE,
 )
 from service.web.schemas import Problem
 from service.web.state import get_state
@@ -58,6 +59,8 @@ SECURITY_SCHEMES: dict[str, Any] = {
     # A scheme of its own, so that a client (or Swagger UI's Authorize) sends the refresh token
     # to /refresh only, and never the access token there.
     "refreshToken": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"},
+    # GET /metrics: AUTH_METRICS_TOKEN, not a JWT.
+    "metricsToken": {"type": "http", "scheme": "bearer"},
 }
 # quart-schema's scheme classes drop a description, so the provider adds it.
 SCHEME_DESCRIPTIONS = {
@@ -67,6 +70,8 @@ SCHEME_DESCRIPTIONS = {
     "clientBasic": "A machine client's `client_id:client_secret` as HTTP Basic (RFC 6749 §2.3.1); "
     "the form's `client_id` and `client_secret` work too.",
     "refreshToken": "A refresh token, as `Authorization: Bearer`: only `POST /refresh` takes it.",
+    "metricsToken": "`AUTH_METRICS_TOKEN`, as `Authorization: Bearer`: only `GET /metrics` takes "
+    "it (without the setting, /metrics answers loopback clients only).",
 }
 _REFRESH_LINK = {
     "operationId": "post_refresh",
@@ -187,6 +192,13 @@ class AuthOpenAPIProvider(OpenAPIProvider):
             responses = operation["responses"] = dict(operation["responses"])
             if getattr(view, NO_CONTENT_ATTRIBUTE, False):
                 responses[204] = {"description": STATUS_TEXT[204]}
+            text: tuple[str, str] | None = getattr(view, TEXT_RESPONSE_ATTRIBUTE, None)
+            if text is not None:
+                media_type, description = text
+                responses[200] = {
+                    "description": description,
+                    "content": {media_type: {"schema": {"type": "string"}}},
+                }
             for status, response in responses.items():
                 if not response.get("description"):
                     response["description"] = STATUS_TEXT.get(int(status), "Success")

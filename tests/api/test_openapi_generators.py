@@ -133,6 +133,8 @@ async def test_no_operation_inlines_an_object_schema(client: Client) -> None:
         for schema in content_schemas(operation):
             if schema.get("type") == "array":
                 schema = schema["items"]
+            if schema.get("type") == "string":
+                continue  # a text body (GET /metrics): a scalar
             alternatives = schema.get("anyOf", schema.get("oneOf", [schema]))
             for alternative in alternatives:
                 assert set(alternative) == {"$ref"}, name

@@ -26,6 +26,8 @@ PUBLIC_ENDPOINTS = {
     "keys.jwks",
     "health.health",
     "health.ready",
+    # Its own rule: AUTH_METRICS_TOKEN as Bearer when set, else loopback clients only.
+    "metrics.metrics",
     "openapi",
     "docs.swagger_ui",
     "docs.redoc_ui",

@@ -1,0 +1,94 @@
+"""``GET /metrics`` (Prometheus text format) and the hook that times every request.
+
+Who may scrape: with ``AUTH_METRICS_TOKEN`` set, whoever sends it as ``Authorization: Bearer``
+(compared in constant time; else 401); without it, only a client on the loopback interface
+(127.0.0.0/8, ::1, or a Unix socket) whose request names no forwarding proxy, so a reverse proxy
+on the same host does not open /metrics to everyone behind it. Anyone else gets the 404 of a
+path that does not exist.
+
+Registered by ``create_app``; an app that installs ``AuthExtension(mount_routes=True)`` keeps its
+own ``/metrics`` (and its own rule for who reads it) unless it registers this blueprint too,
+which also adds the request histogram to its requests. The auth counters are counted in any
+case, in the process's default registry, which a host app's own exposition includes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any, cast
+
+from quart import Blueprint, Request, Response, request
+from quart_schema import security_scheme, tag_blueprint
+
+from service.core.errors import NotFound, TokenInvalid, TokenMissing
+from service.core.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, observe_request, render
+from service.web.http import documents_errors, documents_text
+from service.web.state import get_state
+
+blueprint = Blueprint("metrics", __name__)
+tag_blueprint(blueprint, ["operations"])
+
+# Headers a proxy adds when it passes a request on: the peer's address is then the proxy's.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+@blueprint.get("/metrics")
+@security_scheme([{"metricsToken": []}, {}])
+@documents_text(CONTENT_TYPE, "Every metric, in the Prometheus text exposition format 0.0.4.")
+@documents_errors(TokenMissing, TokenInvalid, NotFound)
+async def metrics() -> Response:
+    """Prometheus metrics, summed over every worker of `python -m service.serve`
+
+    With `AUTH_METRICS_TOKEN` set, send it as `Authorization: Bearer`; without it, only loopback
+    clients (not through a proxy) are answered, and any other gets 404. Metrics:
+    `auth_logins_total{outcome}`, `auth_tokens_issued_total{type}`, `auth_refresh_reuse_total`,
+    `auth_throttled_total{event}`, `auth_events_total{event,outcome}`,
+    `auth_password_hash_seconds{operation}`,
+    `auth_hash_queue_depth` and `http_request_duration_seconds{route,method,status}` (`route`
+    is the URL rule, `<unmatched>` when none matched).
+    """
+    secret = get_state().settings.metrics_token
+    expected = secret.get_secret_value() if secret is not None else ""
+    if expected:
+        presented = _bearer(request.headers.get("Authorization", ""))
+        if presented is None:
+            raise TokenMissing("Send AUTH_METRICS_TOKEN as 'Authorization: Bearer <token>'.")
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            raise TokenInvalid("The metrics token is wrong.")
+    elif not _from_loopback():
+        raise NotFound()
+    return Response(render(), content_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
+
+@blueprint.after_app_request
+async def observe(response: Response) -> Response:
+    """Every answer of the app, by its route template (async: a sync hook runs in a thread)."""
+    # The request itself: one context lookup, where each attribute read through the proxy is one.
+    current: Request = cast(Any, request)._get_current_object()
+    rule = current.url_rule
+    observe_request(
+        rule.rule if rule is not None else UNMATCHED_ROUTE, current.method, response.status_code
+    )
+    return response
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip()
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+def _from_loopback() -> bool:
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    client = request.scope.get("client")
+    if not client:
+        return True  # a Unix socket (or an in-process client): no network peer at all
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
