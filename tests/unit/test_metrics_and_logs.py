@@ -73,9 +73,12 @@ def test_reuse_and_throttling_are_counted() -> None:
 
 
 def record(message: str, **extra: object) -> logging.LogRecord:
-    return logging.getLogger("service.test").makeRecord(
-        "service.test", logging.WARNING, __file__, 1, message, (), None, extra=extra
-    )
+    """A record made directly, not through the process's record factory: the app installs an
+    escaping one (service/core/logs.py) for every later record once any test built an app, and
+    this tests the formatter alone."""
+    made = logging.LogRecord("service.test", logging.WARNING, __file__, 1, message, (), None)
+    made.__dict__.update(extra)
+    return made
 
 
 def test_a_json_line_carries_the_request_id_and_the_records_fields() -> None:
