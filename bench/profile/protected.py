@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[2]
 USERNAME, PASSWORD, EMAIL = "bench", "correct-horse-battery-staple-42", "bench@example.com"
@@ -80,10 +80,18 @@ def prepare_environment(args: argparse.Namespace) -> Path:
         os.environ["AUTH_CORS_ORIGINS"] = "https://app.example.com"
     if not args.floor and not (work / "auth.db").exists():
         python = sys.executable
-        run = dict(cwd=work, env=os.environ.copy(), check=True, capture_output=True)
-        subprocess.run([python, "-m", "service", "db", "upgrade"], **run)  # noqa: S603
+        environ = os.environ.copy()
+        upgrade = [python, "-m", "service", "db", "upgrade"]
+        subprocess.run(upgrade, cwd=work, env=environ, check=True, capture_output=True)  # noqa: S603
         create = [python, "-m", "service", "users", "create", USERNAME, "--email", EMAIL]
-        subprocess.run([*create, "--password-stdin"], input=(PASSWORD + "\n").encode(), **run)  # noqa: S603
+        subprocess.run(  # noqa: S603
+            [*create, "--password-stdin"],
+            input=(PASSWORD + "\n").encode(),
+            cwd=work,
+            env=environ,
+            check=True,
+            capture_output=True,
+        )
     os.chdir(work)
     return work
 
@@ -109,7 +117,9 @@ def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> di
     }
 
 
-async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, dict, bytes]:
+async def call(
+    app: Any, scope: dict[str, Any], body: bytes = b""
+) -> tuple[int, dict[bytes, bytes], bytes]:
     given = False
     loop = asyncio.get_running_loop()
 
@@ -187,9 +197,9 @@ class Subject:
             (b"host", b"127.0.0.1:8000"),
             (b"authorization", b"Bearer " + self.token.encode()),
         ]
-        status, headers, body = await self.request()
+        status, answered, body = await self.request()
         assert status == 200, (status, body)
-        self.sample = (status, headers, body)
+        self.sample = (status, answered, body)
         if not self.args.floor and not self.args.keep_mailer:
             # The mail sender polls the outbox every 5 s (two queries): a cost per second, not
             # per request, which under callgrind (50x slower) landed in the counts at random.
@@ -197,7 +207,7 @@ class Subject:
 
             await get_state(self.app).accounts.mailer.close()
 
-    async def request(self) -> tuple[int, dict, bytes]:
+    async def request(self) -> tuple[int, dict[bytes, bytes], bytes]:
         return await call(self.app, http_scope("GET", "/protected", self.headers))
 
     async def stop(self) -> None:
@@ -250,8 +260,9 @@ def _envelope(s: Subject) -> Any:
 
 def _raw_view(s: Subject) -> Callable[..., Any]:
     """The view under token_required and validate_response."""
-    guarded = s.app.view_functions["users.protected"]
-    return guarded.__wrapped__.__wrapped__
+    guarded: Any = s.app.view_functions["users.protected"]
+    raw: Callable[..., Any] = guarded.__wrapped__.__wrapped__
+    return raw
 
 
 @variant("full", "the app as served")
@@ -380,7 +391,7 @@ def _guard_no_user_for(s: Subject) -> contextlib.AbstractContextManager[Any]:
 @variant("guard_no_epoch", "the epoch read (mmap load or Redis GET) answers the current value")
 def _guard_no_epoch(s: Subject) -> contextlib.AbstractContextManager[Any]:
     subjects = _authority(s).subjects
-    value = asyncio.get_event_loop().run_until_complete(subjects.epoch.current())
+    value: int = asyncio.get_event_loop().run_until_complete(subjects.epoch.current())
 
     async def current() -> int:
         return value
@@ -600,7 +611,7 @@ def _proto_one_lookup_guard(s: Subject) -> contextlib.AbstractContextManager[Any
 
     async def authenticate_request(*, clients_allowed: bool = False) -> Any:
         authority = _cv_app.get().app.extensions[EXTENSION_KEY].authority
-        ctx = _cv_websocket.get(missing)
+        ctx: Any = _cv_websocket.get(missing)
         incoming = ctx.websocket if ctx is not missing else _cv_request.get().request
         headers = incoming.headers
         header = headers.get("Authorization")
@@ -609,7 +620,7 @@ def _proto_one_lookup_guard(s: Subject) -> contextlib.AbstractContextManager[Any
             token = token.strip()
             if not (scheme.lower() == "bearer" and token):
                 raise TokenMissing(None)
-            transport = "header"
+            transport: Literal["header", "cookie"] = "header"
         else:
             token = incoming.cookies.get(ACCESS_COOKIE)
             if not token:
@@ -745,7 +756,7 @@ def run_callgrind(args: argparse.Namespace, names: list[str]) -> dict[str, float
 
 def report(results: dict[str, Any], unit: str, args: argparse.Namespace) -> None:
     def mid(value: Any) -> float:
-        return statistics.median(value) if isinstance(value, list) else value
+        return float(statistics.median(value)) if isinstance(value, list) else float(value)
 
     full = mid(results["full"])
     null = mid(results.get("null", 0.0))

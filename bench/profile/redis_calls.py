@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import statistics
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis
 from redis._parsers import _AsyncRESP2Parser
@@ -25,10 +28,11 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool
 
 try:
-    import hiredis  # noqa: F401
-    from redis._parsers import _AsyncHiredisParser
+    import hiredis  # type: ignore[import-not-found]  # noqa: F401
+
+    HIREDIS = True
 except ImportError:  # pragma: no cover
-    _AsyncHiredisParser = None
+    HIREDIS = False
 
 
 def resp(*parts: bytes) -> bytes:
@@ -52,9 +56,11 @@ async def main() -> None:
         f"{prefix}:rv:sid:{secrets.token_hex(16)}",
     ]
 
-    clients = {}
-    parsers = {"redis-py (Python parser)": _AsyncRESP2Parser}
-    if _AsyncHiredisParser is not None:
+    clients: dict[str, Redis] = {}
+    parsers: dict[str, type[Any]] = {"redis-py (Python parser)": _AsyncRESP2Parser}
+    if HIREDIS:
+        from redis._parsers import _AsyncHiredisParser
+
         parsers["redis-py + hiredis"] = _AsyncHiredisParser
     for label, parser_class in parsers.items():
         pool = ConnectionPool.from_url(
@@ -76,14 +82,17 @@ async def main() -> None:
         for _ in keys:
             await reader.readline()
 
-    cases = {"bare RESP on one stream: GET": raw_get, "bare RESP on one stream: MGET 3": raw_mget}
+    cases: dict[str, Callable[[], Awaitable[Any]]] = {
+        "bare RESP on one stream: GET": raw_get,
+        "bare RESP on one stream: MGET 3": raw_mget,
+    }
     for label, client in clients.items():
-        cases[f"{label}: GET"] = lambda c=client: c.get(epoch_key)
-        cases[f"{label}: MGET 3"] = lambda c=client: c.mget(keys)
-    loop_only = asyncio.sleep  # the loop's own cost of one suspension
-    cases["asyncio.sleep(0) (one loop iteration)"] = lambda: loop_only(0)
+        cases[f"{label}: GET"] = functools.partial(client.get, epoch_key)
+        cases[f"{label}: MGET 3"] = functools.partial(client.mget, keys)
+    # The loop's own cost of one suspension.
+    cases["asyncio.sleep(0) (one loop iteration)"] = functools.partial(asyncio.sleep, 0)
 
-    results = {label: [] for label in cases}
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in cases}
     for case in cases.values():
         for _ in range(200):
             await case()

@@ -67,10 +67,17 @@ class Server:
         self.work.mkdir(parents=True, exist_ok=True)
         python = sys.executable
         if ours:
-            run = dict(cwd=self.work, env=self.env, check=True, capture_output=True)
-            subprocess.run([python, "-m", "service", "db", "upgrade"], **run)
+            upgrade = [python, "-m", "service", "db", "upgrade"]
+            subprocess.run(upgrade, cwd=self.work, env=self.env, check=True, capture_output=True)
             create = [python, "-m", "service", "users", "create", USERNAME, "--email", EMAIL]
-            subprocess.run([*create, "--password-stdin"], input=(PASSWORD + "\n").encode(), **run)
+            subprocess.run(
+                [*create, "--password-stdin"],
+                input=(PASSWORD + "\n").encode(),
+                cwd=self.work,
+                env=self.env,
+                check=True,
+                capture_output=True,
+            )
         argv = [
             python,
             "-m",
@@ -119,7 +126,10 @@ class Server:
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         if "Non-2xx" in out:
             raise RuntimeError(f"{self.name}: non-2xx answers\n{out}")
-        return int(re.search(r"(\d+) requests in", out).group(1))
+        found = re.search(r"(\d+) requests in", out)
+        if found is None:
+            raise RuntimeError(f"{self.name}: no request count in wrk's output\n{out}")
+        return int(found.group(1))
 
     def measure(self, seconds: int, conns: int) -> None:
         u0, s0 = tree_cpu(self.process.pid)
