@@ -18,6 +18,8 @@ from service.accounts.clients import MachineClients
 from service.accounts.email_flows import EmailFlows
 from service.accounts.hooks import AuthHooks
 from service.accounts.mail import Mailer
+from service.accounts.mfa import MfaFlows
+from service.accounts.passkeys import Passkeys
 from service.accounts.sessions import (
     ClientInfo,
     SessionPolicy,
@@ -99,6 +101,9 @@ class Accounts:
         self.clients = MachineClients(self)
         # Verification and password reset: the mailed links (service/accounts/email_flows.py).
         self.email = EmailFlows(self)
+        # The second factor: TOTP, recovery codes, the login step (mfa.py), passkeys.
+        self.mfa = MfaFlows(self)
+        self.passkeys = Passkeys(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, hooks: AuthHooks | None = None) -> Accounts:
@@ -268,19 +273,34 @@ class Accounts:
         """A password login: the credentials checked under the throttle, then a new session.
 
         Every way in (/login, /token, /session, the login page) comes here: one set of counters.
+        A user with a second factor gets MfaRequired instead, and goes on at ``mfa``.
         """
         user = await self.verify_credentials(login, password, client=client)
+        await self.mfa.challenge_login(user, client=client, with_csrf=with_csrf)
         return user, await self.start_session(user, client=client, with_csrf=with_csrf)
 
     async def start_session(
-        self, user: User, *, client: ClientInfo, with_csrf: bool = False
+        self,
+        user: User,
+        *,
+        client: ClientInfo,
+        with_csrf: bool = False,
+        amr: Sequence[str] = ("pwd",),
     ) -> TokenPair:
         """A new refresh family (device) for ``user`` and a fresh token pair; ``with_csrf`` for a
-        browser whose tokens travel in cookies."""
+        browser whose tokens travel in cookies; ``amr`` (RFC 8176) says how the login was
+        authenticated."""
         now = utc_now()
         async with unit_of_work(self.database, write=True) as uow:
             family = await uow.families.add(
-                new_family(user, client=client, policy=self.policy, with_csrf=with_csrf, now=now)
+                new_family(
+                    user,
+                    client=client,
+                    policy=self.policy,
+                    with_csrf=with_csrf,
+                    now=now,
+                    amr=amr,
+                )
             )
             await uow.families.prune(now)
             await uow.commit()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -59,9 +60,16 @@ def unix_seconds(moment: datetime) -> int:
 
 
 def new_family(
-    user: User, *, client: ClientInfo, policy: SessionPolicy, with_csrf: bool, now: datetime
+    user: User,
+    *,
+    client: ClientInfo,
+    policy: SessionPolicy,
+    with_csrf: bool,
+    now: datetime,
+    amr: Sequence[str] = ("pwd",),
 ) -> RefreshFamily:
     return RefreshFamily(
+        amr=list(amr),
         id=uuid.uuid4(),
         user_pk=user.pk,
         current_jti=uuid.uuid4().hex,
@@ -86,6 +94,9 @@ async def mint_pair(
 ) -> TokenPair:
     """The pair for ``family``'s current refresh token (re-signed identically if re-issued)."""
     session_claims: dict[str, object] = {"sid": str(family.id), "ver": user.token_version}
+    if family.amr:
+        # RFC 8176: how the session's login was authenticated, on every token of the family.
+        session_claims["amr"] = list(family.amr)
     if family.csrf is not None:
         session_claims["csrf"] = family.csrf
     extra = await hooks.additional_claims(user) if hooks.additional_claims else {}

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     reset_token_ttl: int = Field(default=1800, gt=0)
     verify_token_ttl: int = Field(default=86_400, gt=0)
 
+    # The second factor (TOTP, recovery codes, passkeys). TOTP secrets are stored encrypted
+    # with AUTH_MFA_KEY (at least 32 bytes), or, when it is unset, with a key derived from the
+    # JWT secret (rotating that secret then makes enrolled authenticator apps useless: set
+    # AUTH_MFA_KEY to rotate them independently). An ``mfa_token`` lives at most 5 minutes;
+    # a WebAuthn challenge as long as ``passkey_challenge_ttl``.
+    mfa_key: SecretStr | None = None
+    mfa_token_ttl: int = Field(default=300, gt=0, le=300)
+    passkey_challenge_ttl: int = Field(default=300, gt=0, le=600)
+
     # Operations: GET /metrics needs Bearer <AUTH_METRICS_TOKEN> when set (else loopback only).
     metrics_token: SecretStr | None = None
 

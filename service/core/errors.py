@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     EMAIL_NOT_VERIFIED = "EMAIL_NOT_VERIFIED"
     VERIFICATION_INVALID = "VERIFICATION_INVALID"
     RESET_TOKEN_INVALID = "RESET_TOKEN_INVALID"
+    MFA_REQUIRED = "MFA_REQUIRED"
+    MFA_INVALID = "MFA_INVALID"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -301,6 +303,42 @@ class EmailNotVerified(APIError):
     default_detail = (
         "Verify your email address first: follow the link we sent you, or ask for a new one."
     )
+
+
+class MfaRequired(APIError):
+    """The password was right, and the user has a second factor: the login goes on at
+    ``POST /login/mfa`` with ``mfa_token`` (single use, short-lived) and one of ``methods``.
+    Told only to whoever typed the right password. Not a bearer-token failure: no
+    ``WWW-Authenticate`` challenge."""
+
+    status = 403
+    code = ErrorCode.MFA_REQUIRED
+    title = "Second factor required"
+    default_detail = "Enter a code from your authenticator app, a recovery code, or use a passkey."
+
+    def __init__(self, mfa_token: str, methods: list[str], *, expires_in: int) -> None:
+        super().__init__(headers={"Cache-Control": "no-store"})
+        self.mfa_token = mfa_token
+        self.methods = methods
+        self.expires_in = expires_in
+
+    def body(self) -> dict[str, Any]:
+        return {
+            **super().body(),
+            "mfa_token": self.mfa_token,
+            "methods": self.methods,
+            "expires_in": self.expires_in,
+        }
+
+
+class MfaInvalid(Unauthorized):
+    """A wrong, reused or expired second-factor answer (code, recovery code, passkey
+    assertion), or an ``mfa_token`` that is unknown, spent or expired."""
+
+    code = ErrorCode.MFA_INVALID
+    title = "Second factor refused"
+    default_detail = "The code is wrong, was already used, or the login step expired."
+    token_was_sent = False
 
 
 class OAuthError(APIError):

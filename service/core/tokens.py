@@ -127,6 +127,14 @@ class Claims:
         return frozenset(value.split()) if isinstance(value, str) else frozenset()
 
     @property
+    def amr(self) -> tuple[str, ...]:
+        """``amr`` (RFC 8176): how the login that started the session was authenticated."""
+        value = self.raw.get("amr")
+        if not isinstance(value, list):
+            return ()
+        return tuple(item for item in value if isinstance(item, str))
+
+    @property
     def username(self) -> str | None:
         value = self.raw.get("username")
         return value if isinstance(value, str) else None

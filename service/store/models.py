@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -108,6 +109,9 @@ class RefreshFamily(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    # RFC 8176 ``amr`` of the login that started the session (["pwd"], ["pwd", "otp"],
+    # ["hwk"], ...): every access token of the family carries it, refreshed ones too.
+    amr: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class RevokedToken(Base):
@@ -172,3 +176,75 @@ class OutboxMessage(Base):
             postgresql_where=next_attempt_at.is_not(None),
         ),
     )
+
+
+class TotpFactor(Base):
+    """A user's TOTP authenticator (RFC 6238). ``secret`` is sealed (``service/core/secretbox.py``),
+    never stored in plain text. Set up but not yet confirmed while ``confirmed_at`` is NULL (a
+    new setup replaces an unconfirmed one). ``last_step`` is the time step of the last accepted
+    code: a code is accepted only for a later step, by one conditional UPDATE, so no code works
+    twice (RFC 6238 §5.2), not even in two concurrent requests."""
+
+    __tablename__ = "mfa_totp"
+
+    user_pk: Mapped[int] = mapped_column(
+        ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code, kept only as a keyed hash; a new set replaces the old."""
+
+    __tablename__ = "mfa_recovery_codes"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Passkey(Base):
+    """A WebAuthn credential (passkey) registered by a user; its user handle is ``users.id``."""
+
+    __tablename__ = "passkeys"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1023), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    transports: Mapped[list[str]] = mapped_column(JSON, default=list)
+    aaguid: Mapped[str | None] = mapped_column(String(36))
+    # "single_device" or "multi_device" (synced); backed_up: whether it is synced now.
+    device_type: Mapped[str | None] = mapped_column(String(16))
+    backed_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthChallenge(Base):
+    """A short-lived, single-use server-side challenge: an ``mfa_token`` (kind ``mfa``, its
+    SHA-256 in ``handle``), or a WebAuthn challenge (kinds ``passkey-register``,
+    ``passkey-login``, ``passkey-mfa``). Spent by one conditional UPDATE of ``used_at``.
+    ``user_pk`` is NULL for a passwordless login's challenge (no user is known yet); ``data``
+    holds what the challenge is bound to (the login that made an mfa_token, the WebAuthn
+    challenge bytes)."""
+
+    __tablename__ = "auth_challenges"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    handle: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    user_pk: Mapped[int | None] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
+    data: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed: logins prune the challenges past their lifetime.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

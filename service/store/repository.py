@@ -150,7 +150,7 @@ class FamilyRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def revoke(self, family_id: uuid.UUID, *, reason: str, now: datetime) -> None:
         await self.session.execute(
@@ -259,7 +259,7 @@ class OutboxRepository:
                 )
                 .execution_options(synchronize_session=False)
             )
-            if _rowcount(result) == 1:
+            if rowcount(result) == 1:
                 claimed = await self.session.execute(
                     select(OutboxMessage)
                     .where(OutboxMessage.id == message_id)
@@ -304,7 +304,7 @@ class OutboxRepository:
             .values(claimed_until=None, claim=None, **values)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def next_attempt(self) -> datetime | None:
         """When the earliest pending message is due (it may be held by a sender meanwhile)."""
@@ -417,6 +417,6 @@ async def load_token_subject(
     return TokenSubject(user=row[0], family_revoked=bool(row[1]), jti_revoked=bool(row[2]))
 
 
-def _rowcount(result: Any) -> int:
+def rowcount(result: Any) -> int:
     count: int = result.rowcount
     return count

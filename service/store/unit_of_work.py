@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 
 from service.core.config import Settings
 from service.store.db import Database
+from service.store.mfa_repository import ChallengeRepository, SecondFactorRepository
+from service.store.passkey_repository import PasskeyRepository
 from service.store.repository import (
     ClientRepository,
     FamilyRepository,
@@ -33,6 +35,9 @@ class UnitOfWork:
             self.revocations = RevocationRepository(session)
             self.clients = ClientRepository(session)
             self.outbox = OutboxRepository(session)
+            self.challenges = ChallengeRepository(session)
+            self.second_factors = SecondFactorRepository(session)
+            self.passkeys = PasskeyRepository(session)
             yield self
 
     @property

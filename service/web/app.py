@@ -41,8 +41,10 @@ from service.web.routes import email as email_routes
 from service.web.routes import health as health_routes
 from service.web.routes import jwks as key_routes
 from service.web.routes import metrics as metrics_routes
+from service.web.routes import mfa as mfa_routes
 from service.web.routes import oauth as oauth_routes
 from service.web.routes import pages as web_routes
+from service.web.routes import passkeys as passkey_routes
 from service.web.routes import users as user_routes
 from service.web.state import EXTENSION_KEY, AuthState, get_state
 from service.web.transport import incoming
@@ -238,6 +240,8 @@ class AuthExtension:
                 browser_routes,
                 user_routes,
                 email_routes,
+                mfa_routes,
+                passkey_routes,
                 health_routes,
                 key_routes,
             )
