@@ -61,7 +61,12 @@ async def test_a_read_only_database_file_is_503_and_nothing_is_lost(tmp_path: Pa
     async with running_app(make_settings(tmp_path)) as app:
         client = app.test_client()
         pair = await signup_and_login(client)
-        database = get_state(app).accounts.database
+        accounts = get_state(app).accounts
+        # The mail sender (woken by the signup's verification mail) would otherwise open a
+        # writer connection between the reset and the chattr, and an open connection keeps
+        # writing to an immutable file: only the requests below may open connections.
+        await accounts.mailer.close()
+        database = accounts.database
         await database.reset()  # checkpoint and close: the next connections open the file anew
         files = [tmp_path / "auth.db", tmp_path / "auth.db-wal", tmp_path / "auth.db-shm"]
         if not chattr("+i", tmp_path / "auth.db"):
