@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from service.core.config import ConfigError
 from service.ops.runtime import tune_garbage_collector
+from service.ops.serve import log_format, say
 from service.web.app import create_app
 from service.web.state import get_state
 
 try:
     app = create_app()
 except ConfigError as exc:
-    # One clear line and a non-zero exit, not a traceback.
-    print(f"auth-service: configuration error: {exc}", file=sys.stderr)
+    # One clear line (JSON under AUTH_LOG_FORMAT=json) and a non-zero exit, not a traceback.
+    say(f"configuration error: {exc}", json_lines=log_format() == "json", level=logging.ERROR)
     raise SystemExit(2) from None
 
 

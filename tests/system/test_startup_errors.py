@@ -4,6 +4,7 @@ under ``hypercorn -c hypercorn.toml service.asgi:app``, ``python -m service.serv
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -224,3 +225,20 @@ def test_an_in_memory_database_is_refused_in_one_line(
         "auth-service: configuration error: AUTH_DATABASE_URL: Value error, an in-memory SQLite "
         "database is not supported; use a file, e.g. sqlite+aiosqlite:///./instance/auth.db"
     )
+
+
+@COMMANDS
+def test_under_json_logs_the_one_line_is_a_json_object(tmp_path: Path, command: Command) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+
+    line = start(
+        tmp_path,
+        [*command(free_port()), "service.asgi:app"],
+        AUTH_ENV="development",
+        AUTH_INSTANCE_PATH="a-file",
+        AUTH_LOG_FORMAT="json",
+    )
+
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR"
+    assert entry["message"] == "configuration error: AUTH_INSTANCE_PATH=a-file is not a folder"
