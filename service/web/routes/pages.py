@@ -987,6 +987,7 @@ async def account_passkey_delete() -> AnyResponse:
         view.fail("Choose a passkey to delete.")
         return await _account(session, view, status=422)
     try:
+        require_fresh(session.claims)  # as DELETE /passkeys/{id}: one factor fewer
         await get_accounts().passkeys.delete(session.user, data.passkey_id)
         view.notice = "The passkey is deleted: it no longer signs you in."
     except APIError as error:
