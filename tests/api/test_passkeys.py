@@ -341,6 +341,41 @@ async def test_an_assertion_works_once(client: Client, device: SoftAuthenticator
     assert (await replayed.get_json())["code"] == "INVALID_CREDENTIALS"
 
 
+async def test_a_challenge_works_once_for_a_counterless_passkey_too(
+    app: Quart, client: Client, auth_headers: dict[str, str]
+) -> None:
+    # Synced passkeys keep their counter at 0: only the spent challenge refuses the replay.
+    synced = authenticator(app, backup_eligible=True, counter_step=0)
+    await register(client, auth_headers, synced)
+    credential = synced.get(await login_options(client))
+    first = await passkey_login(client, credential)
+
+    replayed = await passkey_login(client, credential)
+
+    assert first.status_code == 200
+    assert replayed.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"origin": "https://evil.example"},
+        {"rp_id": "evil.example"},
+        {"challenge": b64url(b"\x02" * 32)},
+        {"up": False},
+        {"cross_origin": True},
+    ],
+    ids=["origin", "rp-id", "challenge", "no-presence", "cross-origin"],
+)
+async def test_an_assertion_that_does_not_verify_is_401(
+    client: Client, device: SoftAuthenticator, wrong: dict[str, Any]
+) -> None:
+    response = await passkey_login(client, device.get(await login_options(client), **wrong))
+
+    assert response.status_code == 401
+    assert (await response.get_json())["code"] == "INVALID_CREDENTIALS"
+
+
 async def test_an_expired_challenge_is_refused(
     client: Client, device: SoftAuthenticator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
