@@ -5,6 +5,7 @@ authenticator of tests/webauthn_authenticator.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -20,7 +21,15 @@ from service.accounts import passkeys as passkeys_module
 from service.accounts.sessions import ClientInfo, utc_now
 from service.core.errors import MfaInvalid
 from service.web.state import get_state
-from tests.support import PASSWORD, Client, SignedUp, bearer, signup_and_login
+from tests.support import (
+    PASSWORD,
+    Client,
+    SettingsFactory,
+    SignedUp,
+    bearer,
+    running_app,
+    signup_and_login,
+)
 from tests.webauthn_authenticator import SoftAuthenticator, b64url, unb64url
 
 SAME_SITE = {"Sec-Fetch-Site": "same-origin"}
@@ -670,3 +679,34 @@ async def test_garbage_credentials_are_4xx_never_500(
 
     assert statuses <= {401, 422}
     assert await json_of(await client.get("/passkeys", headers=auth_headers)) != []
+
+
+async def test_concurrent_logins_with_one_assertion_let_exactly_one_in(
+    app: Quart, client: Client, auth_headers: dict[str, str]
+) -> None:
+    synced = authenticator(app, backup_eligible=True, counter_step=0)
+    await register(client, auth_headers, synced)
+    credential = synced.get(await login_options(client))
+
+    responses = await asyncio.gather(*(passkey_login(client, credential) for _ in range(4)))
+
+    assert sorted(response.status_code for response in responses) == [200, 401, 401, 401]
+
+
+async def test_an_unverified_address_is_refused_when_verification_is_required(
+    settings_factory: SettingsFactory,
+) -> None:
+    async with running_app(settings_factory(require_verified_email=True)) as app:
+        accounts = get_state(app).accounts
+        alice = await accounts.register(
+            username="alice", email="alice@example.com", password=PASSWORD
+        )
+        device = authenticator(app)
+        options = await accounts.passkeys.registration_options(alice)
+        await accounts.passkeys.register(alice, device.create(options), None)
+        client = app.test_client()
+
+        response = await passkey_login(client, device.get(await login_options(client)))
+
+    assert response.status_code == 403
+    assert (await response.get_json())["code"] == "EMAIL_NOT_VERIFIED"
