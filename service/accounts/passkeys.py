@@ -605,5 +605,6 @@ class Passkeys:
             user_id=user.id if user is not None else None,
             reason="passkey-cloned" if cloned else "passkey-invalid",
             method="passkey",
-            detail=error.reason,
+            # The library's words, which may quote the client's data: bounded.
+            detail=error.reason[:200],
         )

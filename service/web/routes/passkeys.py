@@ -87,7 +87,7 @@ async def register_passkey(data: PasskeyRegistration) -> ModelResponse:
 @blueprint.get("/passkeys")
 @token_required
 @validate_response(PasskeyList, 200)
-async def list_passkeys() -> PasskeyList:
+async def passkeys() -> PasskeyList:
     """Your passkeys, oldest first, with when each was last used"""
     passkeys = await get_accounts().passkeys.list(current_user())
     return PasskeyList([PasskeyOut.model_validate(passkey) for passkey in passkeys])
