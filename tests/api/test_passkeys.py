@@ -264,6 +264,20 @@ async def test_rename_and_delete_a_passkey(
     assert refused.status_code == 401
 
 
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\there", "bell\x07"])
+async def test_a_name_that_is_empty_too_long_or_has_controls_is_422(
+    client: Client, device: SoftAuthenticator, auth_headers: dict[str, str], name: str
+) -> None:
+    [passkey] = await json_of(await client.get("/passkeys", headers=auth_headers))
+
+    response = await client.patch(
+        f"/passkeys/{passkey['id']}", json={"name": name}, headers=auth_headers
+    )
+
+    assert response.status_code == 422
+    assert await json_of(await client.get("/passkeys", headers=auth_headers)) == [passkey]
+
+
 async def test_another_users_passkey_is_404(
     client: Client, device: SoftAuthenticator, auth_headers: dict[str, str]
 ) -> None:
