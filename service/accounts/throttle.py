@@ -35,6 +35,9 @@ from redis.asyncio import Redis
 from service.core.errors import TooManyAttempts
 
 PASSWORD_SCOPE = "password"
+# Second-factor answers (TOTP and recovery codes): per account from every address together
+# (whoever has the password may try from many), with the password's account windows.
+MFA_SCOPE = "mfa"
 REFRESH_SCOPE = "refresh"
 # The mailed links (service/accounts/email_flows.py): every request takes its places, since
 # each one may send a message. "Account" is the address typed for a forgotten password (known
@@ -220,6 +223,8 @@ class Throttle:
         per_account: list[Counter] = []
         if account is not None and scope == PASSWORD_SCOPE:
             per_account = self._counters(scope, "account", f"{account}:{ip}", self.limits.account)
+        elif account is not None and scope == MFA_SCOPE:
+            per_account = self._counters(scope, "account", account, self.limits.account)
         elif account is not None and scope in MAIL_SCOPES:
             # From every address together: a mailbox is flooded from many as well as from one.
             per_account = self._counters(scope, "account", account, self.limits.mail_account)

@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     RESET_TOKEN_INVALID = "RESET_TOKEN_INVALID"
     MFA_REQUIRED = "MFA_REQUIRED"
     MFA_INVALID = "MFA_INVALID"
+    MFA_CONFLICT = "MFA_CONFLICT"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -316,19 +317,30 @@ class MfaRequired(APIError):
     title = "Second factor required"
     default_detail = "Enter a code from your authenticator app, a recovery code, or use a passkey."
 
-    def __init__(self, mfa_token: str, methods: list[str], *, expires_in: int) -> None:
-        super().__init__(headers={"Cache-Control": "no-store"})
+    def __init__(
+        self, mfa_token: str, methods: list[str], *, expires_in: int, oauth: bool = False
+    ) -> None:
+        super().__init__(headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
         self.mfa_token = mfa_token
         self.methods = methods
         self.expires_in = expires_in
+        self.oauth = oauth
+
+    def for_token_endpoint(self) -> MfaRequired:
+        """The same answer as ``POST /token`` gives it: with ``"error": "mfa_required"``."""
+        return MfaRequired(self.mfa_token, self.methods, expires_in=self.expires_in, oauth=True)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             **super().body(),
             "mfa_token": self.mfa_token,
             "methods": self.methods,
             "expires_in": self.expires_in,
         }
+        if self.oauth:
+            body["error"] = "mfa_required"
+            body["error_description"] = self.detail
+        return body
 
 
 class MfaInvalid(Unauthorized):
@@ -339,6 +351,16 @@ class MfaInvalid(Unauthorized):
     title = "Second factor refused"
     default_detail = "The code is wrong, was already used, or the login step expired."
     token_was_sent = False
+
+
+class MfaConflict(APIError):
+    """The second factor is not in the state the request needs (TOTP set up while it is on
+    already, confirmed before it was set up, recovery codes without a second factor)."""
+
+    status = 409
+    code = ErrorCode.MFA_CONFLICT
+    title = "Second factor conflict"
+    default_detail = "The second factor is not in the state this request needs."
 
 
 class OAuthError(APIError):

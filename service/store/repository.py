@@ -61,6 +61,9 @@ class UserRepository:
         except IntegrityError as exc:
             raise DuplicateUser(_duplicate_field(exc)) from exc
 
+    async def by_pk(self, pk: int) -> User | None:
+        return await self.session.scalar(select(User).where(User.pk == pk))
+
     async def by_id(self, user_id: uuid.UUID) -> User | None:
         result = await self.session.execute(select(User).where(User.id == user_id))
         return result.scalar_one_or_none()

@@ -9,6 +9,7 @@ from service.core.errors import (
     CsrfFailed,
     HashingBusy,
     InvalidCredentials,
+    MfaRequired,
     TokenExpired,
     TokenInvalid,
     TokenMissing,
@@ -74,7 +75,7 @@ async def signup(data: SignupRequest) -> ModelResponse:
 @blueprint.post("/login")
 @validate_body(LoginRequest)
 @validate_response(TokenPairOut, 200)
-@documents_errors(InvalidCredentials, TooManyAttempts, HashingBusy)
+@documents_errors(InvalidCredentials, MfaRequired, TooManyAttempts, HashingBusy)
 async def login(data: LoginRequest) -> ModelResponse:
     """Log in with a username (or email) and password
 

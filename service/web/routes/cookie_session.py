@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint
 from quart_schema import tag_blueprint, validate_response
 
-from service.core.errors import HashingBusy, InvalidCredentials, TooManyAttempts
+from service.core.errors import HashingBusy, InvalidCredentials, MfaRequired, TooManyAttempts
 from service.web.guards import current_claims, same_site_required, token_required
 from service.web.http import (
     NO_STORE,
@@ -26,7 +26,7 @@ tag_blueprint(blueprint, ["auth"])
 @same_site_required
 @validate_body(LoginRequest)
 @validate_response(CookieLoginOut, 200)
-@documents_errors(InvalidCredentials, TooManyAttempts, HashingBusy)
+@documents_errors(InvalidCredentials, MfaRequired, TooManyAttempts, HashingBusy)
 async def create_session(data: LoginRequest) -> ModelResponse:
     """Log in a browser: sets the session cookies
 

@@ -17,6 +17,7 @@ from service.core.errors import (
     HashingBusy,
     InvalidClient,
     InvalidCredentials,
+    MfaRequired,
     OAuthError,
     PayloadTooLarge,
     TokenExpired,
@@ -68,7 +69,7 @@ REFUSED_GRANTS = (
 @blueprint.post("/token")
 @validate_response(TokenResponse, 200)
 @documents_body(TokenGrantRequest, media_types=(FORM_TYPE, JSON_TYPE), errors=(PayloadTooLarge,))
-@documents_errors(OAuthError, InvalidClient, TooManyAttempts, HashingBusy)
+@documents_errors(OAuthError, InvalidClient, MfaRequired, TooManyAttempts, HashingBusy)
 async def token() -> ModelResponse:
     """OAuth2 token endpoint (RFC 6749)
 
@@ -102,6 +103,8 @@ async def token() -> ModelResponse:
             _, pair = await accounts.login(data.username, data.password, client=client_info())
     except (ValidationFailed, UnsupportedMediaType, InvalidCredentials) as exc:
         raise OAuthError.from_api_error(exc) from None
+    except MfaRequired as exc:
+        raise exc.for_token_endpoint() from None
     except REFUSED_GRANTS as exc:
         raise OAuthError("invalid_grant", exc.code, exc.detail) from None
     body = TokenOut(**pair_out(pair).model_dump(), token=pair.access_token, user_id=pair.user_id)
