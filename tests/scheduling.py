@@ -12,8 +12,9 @@ from __future__ import annotations
 from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # no py.typed
 
 # A browser and its server (tests/system/test_browser.py, test_mfa_browser.py with its virtual
-# authenticator, and test_cors_browser.py with its pages on other origins); six real pytest sessions (the plugin's opt-in tests); the wheel built
-# and installed into a fresh environment once.
+# authenticator, and test_cors_browser.py with its pages on other origins); six real pytest
+# sessions (the plugin's opt-in tests); the wheel built and installed into a fresh environment
+# once.
 ONE_WORKER_MODULES = (
     "tests/system/test_browser.py",
     "tests/system/test_cors_browser.py",
