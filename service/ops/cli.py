@@ -103,6 +103,11 @@ async def _users_enable(accounts: Accounts, args: argparse.Namespace) -> str:
     return UserOut.model_validate(user).model_dump_json()
 
 
+async def _users_reset_mfa(accounts: Accounts, args: argparse.Namespace) -> str:
+    user = await accounts.mfa.reset(args.username)
+    return UserOut.model_validate(user).model_dump_json()
+
+
 async def _users_import(accounts: Accounts, args: argparse.Namespace) -> str:
     report = await importer.import_users(
         accounts.database, accounts.hasher, args.url, dry_run=args.dry_run, table=args.table
@@ -215,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     enable = actions.add_parser("enable", help="enable a disabled user")
     enable.add_argument("username")
     enable.set_defaults(run=_users_enable)
+    reset_mfa = actions.add_parser(
+        "reset-mfa",
+        help="remove a user's second factors (TOTP, recovery codes, passkeys) and end its sessions",
+    )
+    reset_mfa.add_argument("username")
+    reset_mfa.set_defaults(run=_users_reset_mfa)
     user_import = actions.add_parser(
         "import",
         help="import users from a Flask app's database (user or users table)",
