@@ -97,8 +97,9 @@ async def test_openapi_lists_each_status_with_the_problem_schema(client: Client)
     paths = (await openapi(client))["paths"]
     expected = {
         ("/signup", "post"): {"201", "409", "413", "415", "422", "503"},
-        ("/login", "post"): {"200", "401", "413", "415", "422", "429", "503"},
-        ("/token", "post"): {"200", "400", "401", "413", "429", "503"},
+        ("/login", "post"): {"200", "401", "403", "413", "415", "422", "429", "503"},
+        ("/token", "post"): {"200", "400", "401", "403", "413", "429", "503"},
+        ("/login/mfa", "post"): {"200", "401", "403", "413", "415", "422", "429"},
         ("/protected", "get"): {"200", "401"},
         ("/me", "get"): {"200", "401"},
         ("/ready", "get"): {"200", "503"},

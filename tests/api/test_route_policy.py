@@ -23,6 +23,11 @@ PUBLIC_ENDPOINTS = {
     "email.verify_email",
     "email.forgot_password",
     "email.reset_password",
+    # The second step of a login: the mfa_token (or the passkey's signed challenge) is the
+    # credential; a passkey login starts from nothing, like a password login.
+    "mfa.login_mfa",
+    "passkeys.passkey_login_options",
+    "passkeys.passkey_login",
     "keys.jwks",
     "health.health",
     "health.ready",
@@ -47,6 +52,18 @@ PUBLIC_ENDPOINTS = {
     "web.verify_email_page",
     "web.verify_email_submit",
     "web.verify_email_resend",
+    "web.login_mfa_submit",
+    "web.login_passkey_page",
+    "web.account_page",
+    "web.account_password",
+    "web.account_session_revoke",
+    "web.account_totp_setup",
+    "web.account_totp_confirm",
+    "web.account_totp_disable",
+    "web.account_recovery_codes",
+    "web.account_passkey_rename",
+    "web.account_passkey_delete",
+    "web.passkeys_script",
     "web.stylesheet",
 }
 
