@@ -594,11 +594,6 @@ async def test_a_passwordless_challenge_is_not_a_second_factor(
         await accounts.passkeys.verify_second_factor(alice, device.get(await login_options(client)))
 
 
-@pytest.mark.xfail(
-    reason="POST /login/mfa with a credential needs MfaFlows.complete_login (the TOTP helper)",
-    raises=AssertionError,
-    strict=False,
-)
 async def test_a_passkey_completes_a_password_login(
     client: Client, device: SoftAuthenticator
 ) -> None:
