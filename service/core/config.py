@@ -155,6 +155,16 @@ class Settings(BaseSettings):
         parse_smtp_url(value.get_secret_value().strip())  # the message never repeats the URL
         return SecretStr(value.get_secret_value().strip())
 
+    @field_validator("mfa_key")
+    @classmethod
+    def _mfa_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        size = len(value.get_secret_value().encode())
+        if size < MIN_SECRET_BYTES:
+            raise ValueError(f"it is {size} bytes; at least {MIN_SECRET_BYTES} are required")
+        return value
+
     @field_validator("cors_origins")
     @classmethod
     def _cors_origins(cls, value: str) -> str:
