@@ -179,14 +179,23 @@ class MfaFlows:
                 else None
             )
         if challenge is None or user is None or not _still_bound(challenge, user):
-            audit("mfa", outcome="failed", reason="mfa-token")
+            audit(
+                "login-mfa", outcome="failed", user_id=user.id if user else None, reason="mfa-token"
+            )
             raise MfaInvalid(STEP_EXPIRED)
+        # Re-checked here: the account may have changed since the password was right.
         if not user.is_active:
+            audit("login", outcome="failed", user_id=user.id, reason="disabled", step="mfa")
             raise AccountDisabled()
         if self.accounts.require_verified_email and not user.email_verified:
+            audit("login", outcome="refused", user_id=user.id, reason="email-not-verified")
             raise EmailNotVerified()
         left: int | None = None
-        async with self._attempt(user, event="login-mfa", client=client) as succeeded:
+        # A refused passkey is audited by Passkeys.verify_second_factor itself.
+        refusal = "wrong-code" if credential is None else None
+        async with self._attempt(
+            user, event="login-mfa", client=client, refusal=refusal
+        ) as succeeded:
             if credential is not None:
                 amr = ["pwd", await self.accounts.passkeys.verify_second_factor(user, credential)]
                 method = "passkey"
@@ -208,7 +217,7 @@ class MfaFlows:
             succeeded()
         if method == "recovery_code":
             audit("recovery-code-used", user_id=user.id, left=left)
-        audit("mfa", user_id=user.id, method=method)
+        audit("login-mfa", user_id=user.id, method=method)
         pair = await self.accounts.start_session(
             user, client=client, with_csrf=bool(challenge.data.get("cookie")), amr=amr
         )
@@ -302,16 +311,27 @@ class MfaFlows:
 
     @asynccontextmanager
     async def _attempt(
-        self, user: User, *, event: str, client: ClientInfo
+        self,
+        user: User,
+        *,
+        event: str,
+        client: ClientInfo,
+        refusal: str | None = "wrong-code",
     ) -> AsyncIterator[Callable[[], None]]:
         """A second-factor answer under the throttle: a wrong one (MfaInvalid) keeps its place
-        in the account's windows; the block calls the callable it gets on success."""
+        in the account's windows and is audited as ``event`` failed (``refusal`` its reason;
+        None: audited already); the block calls the callable it gets on success."""
+
+        def refused() -> None:
+            if refusal is not None:
+                audit(event, outcome="failed", user_id=user.id, reason=refusal)
+
         throttle = self.accounts.throttle
         if throttle is None:
             try:
                 yield lambda: None
             except MfaInvalid:
-                audit(event, outcome="failed", user_id=user.id)
+                refused()
                 raise
             return
         try:
@@ -324,7 +344,7 @@ class MfaFlows:
                 try:
                     yield outcome.succeeded
                 except MfaInvalid:
-                    audit(event, outcome="failed", user_id=user.id)
+                    refused()
                     raise
         except TooManyAttempts:
             audit(event, outcome="throttled", user_id=user.id)
@@ -351,16 +371,7 @@ class MfaFlows:
         raise MfaInvalid("The code is wrong, or the recovery code was used already.")
 
     def _matching_step(self, secret: str, code: str) -> int | None:
-        """The time step (now, or one either side) whose code ``code`` is; None if none."""
-        typed = code.strip()
-        if not TOTP_CODE.fullmatch(typed):
-            return None
-        totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD)
-        now_step = int(self.clock()) // TOTP_PERIOD
-        for step in range(now_step + TOTP_TOLERANCE_STEPS, now_step - TOTP_TOLERANCE_STEPS - 1, -1):
-            if hmac.compare_digest(totp.generate_otp(step), typed):
-                return step
-        return None
+        return matching_step(secret, code, now=self.clock())
 
     def _secret(self, user: User, sealed: str) -> str:
         try:
@@ -381,6 +392,22 @@ class MfaFlows:
     def _code_hash(self, user: User, normalized: str) -> str:
         message = f"{user.id}:{normalized}".encode()
         return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()
+
+
+def matching_step(secret: str, code: str, *, now: float) -> int | None:
+    """The time step (the one of ``now``, or one either side) whose code ``code`` is; None if
+    none. Every candidate is compared (in constant time), so the answer's timing does not say
+    which step matched."""
+    typed = code.strip()
+    if not TOTP_CODE.fullmatch(typed):
+        return None
+    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD)
+    now_step = int(now) // TOTP_PERIOD
+    found: int | None = None
+    for step in range(now_step + TOTP_TOLERANCE_STEPS, now_step - TOTP_TOLERANCE_STEPS - 1, -1):
+        if hmac.compare_digest(totp.generate_otp(step), typed) and found is None:
+            found = step
+    return found
 
 
 def _purpose(user: User) -> str:
