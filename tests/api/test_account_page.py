@@ -569,3 +569,33 @@ async def test_a_throttled_code_step_says_how_long_to_wait(
     assert page.text["form-message"].startswith("Too many failed attempts; try again in ")
     assert page.by_id["form-message"]["role"] == "alert"
     assert mfa_token in [field["value"] for field in page.inputs]
+
+
+async def test_the_script_pages_have_no_inline_script_style_or_handler(
+    browser: Client, app: Quart
+) -> None:
+    await sign_up(browser)
+    await add_passkey_row(app, "Laptop")
+    await turn_on_totp(browser)
+    setup_again = await browser.get("/account")
+    await log_out(browser)
+    step = await browser.post(
+        "/web/login", form={"username": "ada", "password": PASSWORD}, headers=SAME_ORIGIN
+    )
+    passkey_page = await browser.get("/login/passkey")
+
+    for response in (setup_again, step, passkey_page):
+        assert response.status_code == 200
+        assert response.headers["Content-Security-Policy"] == SCRIPT_PAGE_CSP
+        html = await response.get_data(as_text=True)
+        assert re.findall(r"<script[^>]*>", html) == [
+            f'<script id="passkeys-script" src="/static/passkeys.js?v='
+            f'{pages.SCRIPT_VERSIONS["passkeys.js"]}" defer>'
+        ]
+        assert not re.search(r"\sstyle\s*=", html, re.IGNORECASE)
+        assert not re.search(r"<style", html, re.IGNORECASE)
+        assert not re.search(r"\son\w+\s*=", html, re.IGNORECASE)
+        assert "http://" not in html
+        assert "https://" not in html
+    page = await page_of(step)
+    assert {"mfa-form", "mfa-passkey-form"} <= page.by_id.keys()  # a code, or the passkey
