@@ -72,10 +72,10 @@ from service.core.errors import (
     AccountDisabled,
     APIError,
     EmailNotVerified,
-    ErrorCode,
     InvalidCredentials,
     MfaInvalid,
     NotFound,
+    PasskeyExists,
     TooManyAttempts,
     ValidationFailed,
 )
@@ -102,16 +102,6 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class PasskeyExists(APIError):
-    """A registration of a credential id that is registered already."""
-
-    # TODO(lead): a PASSKEY_EXISTS code in service/core/errors.py; USER_EXISTS until then.
-    status = 409
-    code = ErrorCode.USER_EXISTS
-    title = "Passkey exists"
-    default_detail = "This passkey is registered already."
 
 
 class CeremonyFailed(Exception):

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     MFA_REQUIRED = "MFA_REQUIRED"
     MFA_INVALID = "MFA_INVALID"
     MFA_CONFLICT = "MFA_CONFLICT"
+    PASSKEY_EXISTS = "PASSKEY_EXISTS"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -361,6 +362,15 @@ class MfaConflict(APIError):
     code = ErrorCode.MFA_CONFLICT
     title = "Second factor conflict"
     default_detail = "The second factor is not in the state this request needs."
+
+
+class PasskeyExists(APIError):
+    """A registration of a credential id that is registered already."""
+
+    status = 409
+    code = ErrorCode.PASSKEY_EXISTS
+    title = "Passkey exists"
+    default_detail = "This passkey is registered already."
 
 
 class OAuthError(APIError):

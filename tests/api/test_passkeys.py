@@ -182,7 +182,7 @@ async def test_a_credential_registered_already_is_409(
     )
 
     assert response.status_code == 409
-    assert (await response.get_json())["title"] == "Passkey exists"
+    assert (await response.get_json())["code"] == "PASSKEY_EXISTS"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ import uuid
 from quart import Blueprint, request
 from quart_schema import tag_blueprint, validate_response
 
-from service.accounts.passkeys import PasskeyExists
 from service.core.errors import (
     AccountDisabled,
     CsrfFailed,
@@ -17,6 +16,7 @@ from service.core.errors import (
     InvalidCredentials,
     MfaInvalid,
     NotFound,
+    PasskeyExists,
     TooManyAttempts,
 )
 from service.web.guards import current_user, fresh_required, token_required
