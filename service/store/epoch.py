@@ -18,6 +18,7 @@ Where the counter lives:
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import mmap
 import os
@@ -70,11 +71,41 @@ class FileEpoch:
 
 
 class RedisEpoch:
-    def __init__(self, url: str, prefix: str) -> None:
-        self._redis: Redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    """The counter in Redis. Concurrent reads share one GET, sent after all of them arrived.
+
+    Every guarded request reads the epoch: one GET each would cost a round trip per request (in
+    redis-py's Python code, more CPU than the rest of the request's auth). A read joins the GET
+    that is about to be sent (``_pending``: scheduled on the loop, not yet written to Redis),
+    never one already sent: a GET sent before a request arrived may predate a revocation that
+    request must see. So every answer comes from a GET sent after its request asked, as if each
+    had sent its own; a burst of requests in one turn of the loop sends one.
+    """
+
+    def __init__(self, url: str, prefix: str, *, client: Redis | None = None) -> None:
+        self._redis: Redis = (
+            client
+            if client is not None
+            else Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        )
         self._key = f"{prefix}:epoch"
+        self._pending: asyncio.Future[int] | None = None
 
     async def current(self) -> int:
+        pending, loop = self._pending, asyncio.get_running_loop()
+        if pending is None or pending.get_loop() is not loop:
+            pending = self._pending = loop.create_future()
+            # Sent on the loop's next turn: the reads asked in this turn join it first.
+            loop.call_soon(self._send, pending)
+        # shield: one waiter cancelled (its client left) must not cancel the others' read.
+        return await asyncio.shield(pending)
+
+    def _send(self, pending: asyncio.Future[int]) -> None:
+        # From here on the GET is on its way: later reads start the next one.
+        self._pending = None
+        task = asyncio.ensure_future(self._read())
+        task.add_done_callback(lambda done: _settle(pending, done))
+
+    async def _read(self) -> int:
         try:
             value = await self._redis.get(self._key)
         except RedisError as exc:
@@ -95,6 +126,20 @@ class RedisEpoch:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _settle(pending: asyncio.Future[int], done: asyncio.Future[int]) -> None:
+    """``done``'s answer (or error) on ``pending``, which every waiter of the read awaits."""
+    if pending.done():
+        return
+    if done.cancelled():
+        pending.cancel()
+    elif (error := done.exception()) is not None:
+        pending.set_exception(error)
+        # Retrieved here: a read nobody waits for any more (all cancelled) must not warn.
+        pending.exception()
+    else:
+        pending.set_result(done.result())
 
 
 def open_epoch(database: Database) -> Epoch | None:

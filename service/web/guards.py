@@ -19,10 +19,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from quart import g, has_websocket_context
+from quart.globals import _cv_app, _cv_request, _cv_websocket
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
+from werkzeug.sansio.request import Request as BaseRequest
 
 from service.core.errors import (
     AccountDisabled,
@@ -41,7 +42,16 @@ from service.store.models import User
 from service.web.http import documents_errors
 from service.web.sockets import guard_socket
 from service.web.state import get_state
-from service.web.transport import Transport, access_token, check_csrf, require_same_site
+from service.web.transport import (
+    Transport,
+    access_token_of,
+    check_csrf,
+    incoming,
+    require_same_site,
+)
+
+if TYPE_CHECKING:
+    from service.accounts.authority import Authority
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,8 +93,13 @@ def same_site_required(view: View[P, R]) -> View[P, R]:
 async def authenticate_request(*, clients_allowed: bool = False) -> AuthContext:
     """Verify the request's access token and load its user (or, where ``clients_allowed``,
     check its machine client); the hooks are awaited here."""
-    authority = get_state().authority
-    token, transport = access_token()
+    return await _authenticate(get_state().authority, incoming(), clients_allowed)
+
+
+async def _authenticate(
+    authority: Authority, asked: BaseRequest, clients_allowed: bool
+) -> AuthContext:
+    token, transport = access_token_of(asked)
     claims = await authority.verify_access(token)
     if transport == "cookie":
         check_csrf(claims)
@@ -97,6 +112,10 @@ async def authenticate_request(*, clients_allowed: bool = False) -> AuthContext:
     return AuthContext(user=user, claims=claims, transport=transport)
 
 
+def _remember(context: AuthContext) -> None:
+    setattr(_cv_app.get().g, _AUTH, context)
+
+
 def _guard(
     name: str,
     check: Callable[[AuthContext], None] | None,
@@ -107,17 +126,24 @@ def _guard(
     def decorator(view: View[P, R]) -> View[P, R]:
         @wraps(view)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            if has_websocket_context():
+            if _cv_websocket.get(None) is not None:
                 return await guard_socket(
                     lambda: view(*args, **kwargs),
                     authenticate=lambda: authenticate_request(clients_allowed=clients_allowed),
                     check=check,
-                    remember=lambda context: setattr(g, _AUTH, context),
+                    remember=_remember,
                 )
-            context = await authenticate_request(clients_allowed=clients_allowed)
+            # The app context and the request read once from Quart's context variables, where
+            # each read through ``current_app``, ``request`` or ``g`` is a lookup of its own.
+            app_context = _cv_app.get()
+            context = await _authenticate(
+                get_state(app_context.app).authority,
+                _cv_request.get().request,
+                clients_allowed,
+            )
             if check is not None:
                 check(context)
-            setattr(g, _AUTH, context)
+            setattr(app_context.g, _AUTH, context)
             return await view(*args, **kwargs)
 
         setattr(guarded, GUARD_ATTRIBUTE, name)
@@ -206,7 +232,8 @@ def _insufficient_scope(scopes: frozenset[str]) -> str:
 
 
 def _context() -> AuthContext:
-    context = g.get(_AUTH)
+    app_context = _cv_app.get(None)
+    context = getattr(app_context.g, _AUTH, None) if app_context is not None else None
     if context is None:
         raise RuntimeError("current_user() needs a route decorated with @token_required")
     assert isinstance(context, AuthContext)

@@ -35,7 +35,11 @@ def incoming() -> BaseRequest:
 def bearer_token(refusal: str | None = None) -> str | None:
     """The ``Authorization: Bearer`` token; None without the header; TokenMissing (``refusal``
     as its detail) when the header is there but carries no bearer token."""
-    header = incoming().headers.get("Authorization")
+    return _bearer_of(incoming(), refusal)
+
+
+def _bearer_of(asked: BaseRequest, refusal: str | None = None) -> str | None:
+    header = asked.headers.get("Authorization")
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
@@ -46,10 +50,15 @@ def bearer_token(refusal: str | None = None) -> str | None:
 
 def access_token() -> tuple[str, Transport]:
     """The access token as Bearer, else from its cookie; TokenMissing when neither was sent."""
-    token = bearer_token()
+    return access_token_of(incoming())
+
+
+def access_token_of(asked: BaseRequest) -> tuple[str, Transport]:
+    """``access_token`` of a request (or handshake) the caller already holds."""
+    token = _bearer_of(asked)
     if token is not None:
         return token, "header"
-    cookie = incoming().cookies.get(ACCESS_COOKIE)
+    cookie = asked.cookies.get(ACCESS_COOKIE)
     if cookie:
         return cookie, "cookie"
     raise TokenMissing()

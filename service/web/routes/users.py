@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from quart import Blueprint, request
-from quart_schema import tag_blueprint, validate_querystring, validate_response
+from quart_schema import tag_blueprint, validate_querystring
 
 from service.core.errors import (
     FreshTokenRequired,
@@ -23,7 +23,13 @@ from service.web.guards import (
     roles_required,
     token_required,
 )
-from service.web.http import ModelResponse, documents_errors, documents_no_content, validate_body
+from service.web.http import (
+    ModelResponse,
+    documents_errors,
+    documents_no_content,
+    responds,
+    validate_body,
+)
 from service.web.schemas import (
     AdminUsersQuery,
     PasswordChange,
@@ -43,7 +49,7 @@ tag_blueprint(blueprint, ["users"])
 
 @blueprint.get("/protected")
 @token_required
-@validate_response(ProtectedOut, 200)
+@responds(ProtectedOut, 200)
 async def protected() -> ProtectedOut:
     """The seed's example of a guarded route"""
     return ProtectedOut.model_validate(current_user())
@@ -51,7 +57,7 @@ async def protected() -> ProtectedOut:
 
 @blueprint.get("/me")
 @token_required
-@validate_response(UserOut, 200)
+@responds(UserOut, 200)
 async def me() -> UserOut:
     """The signed-in user"""
     return UserOut.model_validate(current_user())
@@ -60,7 +66,7 @@ async def me() -> UserOut:
 @blueprint.patch("/me")
 @token_required
 @validate_body(ProfileUpdate)
-@validate_response(UserOut, 200)
+@responds(UserOut, 200)
 @documents_errors(UserExists, FreshTokenRequired)
 async def update_me(data: ProfileUpdate) -> UserOut:
     """Change your name or email
@@ -102,7 +108,7 @@ async def change_password(data: PasswordChange) -> tuple[str, int]:
 
 @blueprint.get("/sessions")
 @token_required
-@validate_response(SessionList, 200)
+@responds(SessionList, 200)
 async def sessions() -> SessionList:
     """Your sessions (devices): one per login, with when and from where"""
     current = current_claims().session_id
@@ -129,7 +135,7 @@ async def revoke_session(session_id: uuid.UUID) -> tuple[str, int]:
 
 @blueprint.get("/users/<uuid:user_id>")
 @token_required
-@validate_response(UserOut, 200)
+@responds(UserOut, 200)
 @documents_errors(NotFound)
 async def user_by_id(user_id: uuid.UUID) -> UserOut:
     """A user by id: yourself, or anyone for an admin
@@ -147,7 +153,7 @@ async def user_by_id(user_id: uuid.UUID) -> UserOut:
 @blueprint.get("/admin/users")
 @roles_required("admin")
 @validate_querystring(AdminUsersQuery)
-@validate_response(UserList, 200)
+@responds(UserList, 200)
 async def admin_users(query_args: AdminUsersQuery) -> ModelResponse:
     """All users, for admins, in pages
 
