@@ -92,6 +92,9 @@ MFA_KIND = "passkey-mfa"
 # The throttle's scope of passwordless logins: per client address (no account is known
 # before the assertion is verified).
 PASSKEY_SCOPE = "passkey"
+# Asking for login options writes a challenge row: every request takes a place in the address's
+# windows and keeps it, so no address fills the table (rows live AUTH_PASSKEY_CHALLENGE_TTL).
+OPTIONS_SCOPE = "passkey-options"
 RP_NAME = "auth-service"
 NAME_MAX = 64
 CHALLENGE_BYTES = 32
@@ -427,11 +430,21 @@ class Passkeys:
 
     # --- logging in -------------------------------------------------------------------------------
 
-    async def login_options(self, *, mfa_token: str | None = None) -> dict[str, Any]:
+    async def login_options(
+        self, *, mfa_token: str | None = None, client: ClientInfo | None = None
+    ) -> dict[str, Any]:
         """PublicKeyCredentialRequestOptions as JSON: for discoverable credentials (no user
         known), or, with ``mfa_token``, for the second step of that login (its user's
         credentials). The mfa_token is looked at, not spent; MfaInvalid when it is not live
-        or its user has no passkey."""
+        or its user has no passkey. Each request from ``client`` counts against its address
+        (TooManyAttempts past the address windows)."""
+        throttle = self.accounts.throttle
+        if throttle is not None and client is not None:
+            try:
+                await throttle.attempt(OPTIONS_SCOPE, account=None, ip=client.address)
+            except TooManyAttempts:
+                audit("passkey-options", outcome="throttled")
+                raise
         now = utc_now()
         if mfa_token is None:
             challenge = await self._new_challenge(LOGIN_KIND, user_pk=None, data={}, now=now)

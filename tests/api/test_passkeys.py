@@ -521,6 +521,14 @@ async def test_failed_passkey_logins_are_throttled_per_address(
     assert statuses[30] == 429
 
 
+async def test_login_options_are_throttled_per_address(client: Client) -> None:
+    """Each request stores a challenge: one address cannot fill the table."""
+    statuses = [(await client.post("/passkeys/login/options")).status_code for _ in range(31)]
+
+    assert statuses[:30] == [200] * 30
+    assert statuses[30] == 429
+
+
 # --- the second step of a password login -------------------------------------------------------
 
 

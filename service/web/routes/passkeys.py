@@ -123,7 +123,7 @@ async def delete_passkey(passkey_id: uuid.UUID) -> tuple[str, int]:
 @blueprint.post("/passkeys/login/options")
 @validate_response(RequestOptionsOut, 200)
 @documents_body(PasskeyLoginOptionsRequest, media_types=JSON_ONLY, required=False)
-@documents_errors(MfaInvalid)
+@documents_errors(MfaInvalid, TooManyAttempts)
 async def passkey_login_options() -> ModelResponse:
     """Start a passkey login
 
@@ -134,13 +134,15 @@ async def passkey_login_options() -> ModelResponse:
     whose assertion completes `POST /login/mfa` `{"mfa_token", "credential"}`; an mfa_token
     that is not live (or whose user has no passkey) is 401 `MFA_INVALID`. The mfa_token is not
     spent here. The challenge works once and expires after `AUTH_PASSKEY_CHALLENGE_TTL`.
+    Every request counts against its address (429 + `Retry-After` past 30 a minute or
+    300 an hour): each one stores a challenge.
     """
     mfa_token = None
     # The body is optional: an empty one (a client that sends its Content-Type anyway) is none.
     if request.content_length != 0 and (request.content_length or request.mimetype):
         body = parse_model(PasskeyLoginOptionsRequest, await read_body(JSON_ONLY))
         mfa_token = body.mfa_token
-    options = await get_accounts().passkeys.login_options(mfa_token=mfa_token)
+    options = await get_accounts().passkeys.login_options(mfa_token=mfa_token, client=client_info())
     return RequestOptionsOut.model_validate(options), 200, NO_STORE
 
 
