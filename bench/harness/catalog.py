@@ -13,6 +13,11 @@ from harness.source import Source, announces_serving
 
 OURS = "ours-hypercorn"  # the README's way to serve: python -m service.serve, hypercorn.toml
 FLOOR = "quart-floor"
+GRANIAN = "ours-granian"
+FLOOR_GRANIAN = "diag-floor-granian"
+# The scale-out deployment: PostgreSQL for the accounts, Redis for the epoch and the throttle.
+PG_REDIS = "ours-pg-redis"
+PG_DATABASE = "authbench_pg"  # dropped and created again by every run that measures it
 CACHED_USER = "diag-cached-user"
 # The resource-server and client-credentials scenarios: ours signing with ES256 (an HMAC key is
 # never published in the JWKS) with Redis, and examples/resource_server trusting its tokens,
@@ -38,6 +43,12 @@ GRANIAN_FLAGS = (
     "2",
 )
 NO_ACCESS_LOG = ("--access-logfile", "none")
+
+
+def asyncpg_url(url: str) -> str:
+    """A libpq URL (psql's) as SQLAlchemy's asyncpg dialect names it."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+asyncpg://{rest}" if scheme in ("postgres", "postgresql") else url
 
 
 def named(name: str, source: Source) -> str:
@@ -78,7 +89,10 @@ class Catalog:
         return [self._bin("uvicorn"), *flags, app]
 
     def ours(self, name: str, label: str, source: Source, command: list[str], port: int) -> Spec:
-        """Our service from ``source``, on a fresh SQLite database with the bench user."""
+        """Our service from ``source``, on a fresh SQLite database with the bench user. Served
+        without python -m service.serve (granian, uvicorn), it gets a metrics directory of its
+        own, so the request histogram is in prometheus-client's multiprocess mode as under
+        service.serve: the same metrics work on every server."""
         workdir = self.tmp / name
         service = [self.settings.python, "-m", "service"]
         env = {
@@ -89,6 +103,11 @@ class Catalog:
         }
         create = [*service, "users", "create", USERNAME, "--email", EMAIL, "--password-stdin"]
         setup = [([*service, "db", "upgrade"], ""), (create, PASSWORD + "\n")]
+        if "service.serve" not in command:
+            metrics = workdir / "metrics"
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+            mkdir = f"import pathlib; pathlib.Path({str(metrics)!r}).mkdir(parents=True)"
+            setup.insert(0, ([self.settings.python, "-c", mkdir], ""))
         return Spec(
             name,
             label,
@@ -138,7 +157,7 @@ class Catalog:
                 uvloop,
             ),
             self.ours(
-                "ours-granian",
+                GRANIAN,
                 "ours: granian --interface asgi --loop uvloop --http 1 --no-ws (2 workers)",
                 head,
                 self._granian(granian, app),
@@ -152,6 +171,27 @@ class Catalog:
                 uvicorn,
             ),
         ]
+
+    def pg_redis(self, head: Source) -> Spec:
+        """Ours as the default one, on PostgreSQL with Redis (the scale-out deployment)."""
+        port = next(self.ports)
+        command = self._serve(head, port, *NO_ACCESS_LOG, "service.asgi:app")
+        label = (
+            f"ours on PostgreSQL + Redis (AUTH_DATABASE_URL postgresql+asyncpg, AUTH_REDIS_URL; "
+            f"hypercorn.toml, 2 workers, {SERVE})"
+        )
+        spec = self.ours(PG_REDIS, label, head, command, port)
+        env = spec.env | {
+            "AUTH_DATABASE_URL": asyncpg_url(f"{self.settings.postgres_url}/{PG_DATABASE}"),
+            "AUTH_REDIS_URL": self.settings.redis_url,
+            "AUTH_REDIS_PREFIX": f"{self.redis_prefix}-pg",
+        }
+        psql = [self.settings.psql, "-q", "-v", "ON_ERROR_STOP=1", self.settings.postgres_url]
+        fresh = [
+            *(*psql, "-c", f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'),
+            *("-c", f'CREATE DATABASE "{PG_DATABASE}"'),
+        ]
+        return replace(spec, env=env, setup=[(fresh, ""), *spec.setup], at_high=False)
 
     def peer(self, name: str, label: str, module: str, command: list[str], port: int) -> Spec:
         workdir = self.tmp / name
@@ -302,12 +342,9 @@ class Catalog:
 
     def _floor_granian(self) -> Spec:
         port = next(self.ports)
-        label = (
-            "diagnostic: the floor (bare Quart route) on granian, same flags as ours-granian "
-            "(2 workers)"
-        )
+        label = "the floor (bare Quart route) on granian, same flags as ours-granian (2 workers)"
         return Spec(
-            "diag-floor-granian",
+            FLOOR_GRANIAN,
             label,
             "diag",
             port,
@@ -326,6 +363,8 @@ def build(
     catalog = Catalog(settings, tmp, secret, ports)
     specs = [catalog.default_ours(head), *catalog.options(head), *catalog.peers()]
     specs.append(catalog.floor(head))
+    if settings.pg_redis:
+        specs.append(catalog.pg_redis(head))
     if settings.diag:
         specs += catalog.diagnostics(head)
     if _wanted(settings, "resource-server", "client-credentials"):

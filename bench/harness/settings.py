@@ -76,6 +76,10 @@ class Settings:
     results: Path
     bin_dir: Path  # bench/.venv/bin: run.sh runs us with that interpreter
     redis_url: str  # the resource-server scenario's shared Redis (the revocation feed)
+    # ours-pg-redis: the PostgreSQL server (a database of the run's own is made there), psql
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
+    psql: str = "psql"
+    pg_redis: bool = True
 
     @property
     def python(self) -> str:
@@ -98,6 +102,9 @@ class Settings:
             results=Path(environ.get("RESULTS", str(BENCH / "RESULTS.md"))),
             bin_dir=Path(executable).parent,
             redis_url=environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            postgres_url=environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"),
+            psql=environ.get("BENCH_PSQL", "psql"),
+            pg_redis=environ.get("PG_REDIS", "1") == "1",
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.report import commands, compare, downstream, header, sections, why
-from harness.report.targets import evaluate, render_targets
+from harness.report.targets import evaluate, render_pg_redis, render_targets
 from harness.report.view import View
 
 
@@ -17,6 +17,7 @@ def render(raw: dict[str, Any], rerendered: bool = False) -> str:
         *render_targets(view, verdicts),
         *compare.render(view),
         *sections.protected_tables(view),
+        *render_pg_redis(view),
         *sections.storm(view),
         *sections.cold_token(view),
         *sections.logins(view),
