@@ -80,6 +80,8 @@ async def login(data: LoginRequest) -> ModelResponse:
     """Log in with a username (or email) and password
 
     Starts a session (device) and returns a fresh access token and a refresh token.
+    A user with a second factor gets 403 `MFA_REQUIRED` instead, with `mfa_token`, `methods`
+    and `expires_in`: complete the login at `POST /login/mfa`.
     """
     _, pair = await get_accounts().login(data.username, data.password, client=client_info())
     return pair_out(pair), 200, NO_STORE

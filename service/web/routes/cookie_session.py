@@ -33,7 +33,9 @@ async def create_session(data: LoginRequest) -> ModelResponse:
     Refused (403 `CSRF_FAILED`) when another site's page sent it (`Origin`, `Sec-Fetch-Site`).
     `access_token_cookie` and `refresh_token_cookie` are HttpOnly and SameSite=Lax (Secure
     outside development); `csrf_access_token` is readable by scripts, to be echoed in
-    `X-CSRF-Token` on unsafe requests.
+    `X-CSRF-Token` on unsafe requests. A user with a second factor gets 403 `MFA_REQUIRED`
+    instead (no cookies), with `mfa_token`, `methods` and `expires_in`: completing the login
+    at `POST /login/mfa` sets the cookies then.
     """
     user, pair = await get_accounts().login(
         data.username, data.password, client=client_info(), with_csrf=True

@@ -9,6 +9,7 @@ from quart_schema import tag_blueprint, validate_response
 
 from service.core.errors import (
     AccountDisabled,
+    CsrfFailed,
     EmailNotVerified,
     MfaConflict,
     MfaInvalid,
@@ -119,7 +120,7 @@ async def recovery_codes() -> ModelResponse:
 @blueprint.post("/login/mfa")
 @validate_body(MfaLoginRequest, media_types=JSON_ONLY)
 @validate_response(MfaLoginOut, 200)
-@documents_errors(MfaInvalid, TooManyAttempts, AccountDisabled, EmailNotVerified)
+@documents_errors(MfaInvalid, TooManyAttempts, AccountDisabled, EmailNotVerified, CsrfFailed)
 async def login_mfa(data: MfaLoginRequest) -> ModelResponse:
     """Complete a login that answered 403 `MFA_REQUIRED`
 
@@ -130,7 +131,8 @@ async def login_mfa(data: MfaLoginRequest) -> ModelResponse:
     The mfa_token works once and for at most 5 minutes; a wrong code leaves it usable until
     then (wrong codes are counted per account like wrong passwords: 429 after too many). When
     the login was a browser's `POST /session`, the session cookies are set as well and
-    `csrf_token` is in the body.
+    `csrf_token` is in the body (and, as for `POST /session`, another site's page is refused:
+    403 `CSRF_FAILED`).
     """
     if (data.code is None) == (data.credential is None):
         problem = "Send either code or credential."

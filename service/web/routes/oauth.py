@@ -80,7 +80,9 @@ async def token() -> ModelResponse:
     `{"username", "password"}` (no `grant_type`) is accepted too. Errors follow RFC 6749 §5.2:
     status 400 and an `error` field (`invalid_request`, `invalid_grant`, `invalid_scope`,
     `unsupported_grant_type`); wrong or missing client credentials are 401 `invalid_client`
-    with `WWW-Authenticate: Basic`.
+    with `WWW-Authenticate: Basic`. A password grant of a user with a second factor is 403
+    `MFA_REQUIRED` with `"error": "mfa_required"`, `mfa_token`, `methods` and `expires_in`:
+    complete the login at `POST /login/mfa`.
     """
     accounts = get_accounts()
     try:
