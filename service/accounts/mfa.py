@@ -200,14 +200,12 @@ class MfaFlows:
                 amr = ["pwd", await self.accounts.passkeys.verify_second_factor(user, credential)]
                 method = "passkey"
                 async with unit_of_work(self.accounts.database, write=True) as uow:
-                    if not await uow.challenges.spend(handle, kind=MFA_TOKEN_KIND, now=utc_now()):
-                        raise MfaInvalid(STEP_EXPIRED)
+                    await _spend_step(uow, challenge)
                     await uow.commit()
             elif code is not None:
                 amr = ["pwd", "otp"]
                 async with unit_of_work(self.accounts.database, write=True) as uow:
-                    if not await uow.challenges.spend(handle, kind=MFA_TOKEN_KIND, now=utc_now()):
-                        raise MfaInvalid(STEP_EXPIRED)
+                    await _spend_step(uow, challenge)
                     method = await self._accept_code(uow, user, code)
                     if method == "recovery_code":
                         left = (await uow.second_factors.factors_for(user.pk)).recovery_codes_left
@@ -422,6 +420,16 @@ def _still_bound(challenge: AuthChallenge, user: User) -> bool:
         data.get("pwd") == password_fingerprint(user.password_hash)
         and data.get("ver") == user.token_version
     )
+
+
+async def _spend_step(uow: UnitOfWork, challenge: AuthChallenge) -> None:
+    """Spend the mfa_token in ``uow``, the binding checked again in that transaction (the
+    first check was a read before the code): MfaInvalid if either fails."""
+    if not await uow.challenges.spend(challenge.handle, kind=MFA_TOKEN_KIND, now=utc_now()):
+        raise MfaInvalid(STEP_EXPIRED)
+    user = await uow.users.by_pk(challenge.user_pk) if challenge.user_pk is not None else None
+    if user is None or not _still_bound(challenge, user):
+        raise MfaInvalid(STEP_EXPIRED)
 
 
 def _recovery_code() -> str:
