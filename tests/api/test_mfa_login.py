@@ -15,7 +15,7 @@ from quart import Quart
 from sqlalchemy import update
 
 from service.core.audit import AUDIT_LOGGER
-from service.store.models import User
+from service.store.models import Passkey, User
 from service.store.unit_of_work import unit_of_work
 from service.web.state import get_state
 from tests.api.test_mfa_totp import Clock, claims, enable_totp, login, mfa_token
@@ -287,3 +287,31 @@ async def test_every_step_is_audited_and_the_completion_counts_as_a_login(
     assert events.index(("login-mfa", "failed")) < events.index(("login-mfa", "ok"))
     assert after_success - before["success"] == 1
     assert logins("mfa_required") - before["mfa_required"] == 1
+
+
+async def test_reset_removes_totp_recovery_codes_and_passkeys_and_ends_sessions(
+    app: Quart, client: Client, auth_headers: dict[str, str], clock: Clock, user: SignedUp
+) -> None:
+    secret, _ = await enable_totp(client, auth_headers, clock)
+    database = get_state(app).accounts.database
+    async with unit_of_work(database, write=True) as uow:
+        alice = await uow.users.by_login("alice")
+        assert alice is not None
+        uow.session.add(
+            Passkey(user_pk=alice.pk, credential_id=b"cred-1", public_key=b"key", name="Key")
+        )
+        await uow.commit()
+    token = await mfa_token(client, user)
+
+    await get_state(app).accounts.mfa.reset("alice")
+
+    async with unit_of_work(database) as uow:
+        left = await uow.second_factors.factors_for(alice.pk)
+    assert (left.totp, left.passkeys, left.recovery_codes_left) == (False, 0, 0)
+    step = await client.post("/login/mfa", json={"mfa_token": token, "code": clock.code(secret)})
+    assert step.status_code == 401
+    old = await client.get("/me", headers=auth_headers)
+    assert (await old.get_json())["code"] == "TOKEN_REVOKED"
+    relogin = await login(client, user)
+    assert relogin.status_code == 200
+    assert claims((await relogin.get_json())["access_token"])["amr"] == ["pwd"]
