@@ -248,6 +248,27 @@ class AuthExtension:
             for module in modules:
                 app.register_blueprint(module.blueprint)
 
+        # After quart-schema's own wrapper, which mount_routes may have installed just now.
+        _answer_responses_at_once(app)
+
+
+def _answer_responses_at_once(app: Quart) -> None:
+    """A view's own ``Response`` (``responds`` makes one for a model) is the answer as it is:
+    Quart's ``make_response`` returns such a value unchanged, and so does quart-schema's
+    conversion in front of it, after a dozen type checks per request. Anything else takes
+    the usual path. Installed in front of whatever wraps ``make_response`` already, and any
+    wrapper installed later (quart-schema's, when it comes after the extension) still sees
+    every value."""
+    make_response = app.make_response
+    response_class = app.response_class
+
+    async def answer(result: Any) -> Any:
+        if type(result) is response_class:
+            return result
+        return await make_response(result)
+
+    app.make_response = answer  # type: ignore[method-assign]
+
 
 def _package_version() -> str:
     try:

@@ -147,3 +147,40 @@ def test_which_models_pydantic_serialises_as_the_json_provider_does(
     model: type[BaseModel], plain: bool
 ) -> None:
     assert serialises_plainly(model) is plain
+
+
+async def test_a_views_own_response_is_answered_as_it_is_and_the_rest_as_before() -> None:
+    from quart import Response
+
+    from service.web.app import _answer_responses_at_once
+
+    def make(shortcut: bool) -> Quart:
+        app = Quart(__name__)
+        QuartSchema(app)
+        if shortcut:
+            _answer_responses_at_once(app)
+
+        @app.get("/response")
+        async def response() -> Response:
+            return Response("text", status=202, headers={"X-A": "1"})
+
+        @app.get("/response-with-status")
+        async def response_with_status() -> Any:
+            return Response("text"), 201, {"X-B": "2"}
+
+        @app.get("/model")
+        async def model() -> Any:
+            return protected("bench"), 200, {"X-C": "3"}
+
+        @app.get("/dict")
+        async def plain_dict() -> Any:
+            return {"b": 1, "a": [USER_ID]}
+
+        return app
+
+    plain, shortcut = make(False).test_client(), make(True).test_client()
+    for path in ("/response", "/response-with-status", "/model", "/dict"):
+        theirs, ours = await plain.get(path), await shortcut.get(path)
+        assert ours.status_code == theirs.status_code
+        assert await ours.get_data() == await theirs.get_data()
+        assert sorted(ours.headers.items()) == sorted(theirs.headers.items())
