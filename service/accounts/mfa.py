@@ -197,7 +197,11 @@ class MfaFlows:
             user, event="login-mfa", client=client, refusal=refusal
         ) as succeeded:
             if credential is not None:
-                amr = ["pwd", await self.accounts.passkeys.verify_second_factor(user, credential)]
+                # The assertion must answer the options made for this very login step.
+                kind = await self.accounts.passkeys.verify_second_factor(
+                    user, credential, mfa_token=mfa_token
+                )
+                amr = ["pwd", kind]
                 method = "passkey"
                 async with unit_of_work(self.accounts.database, write=True) as uow:
                     await _spend_step(uow, challenge)

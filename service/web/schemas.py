@@ -272,6 +272,17 @@ class Problem(BaseModel):
     errors: list[ValidationIssue] | None = None
     error: str | None = Field(default=None, description="RFC 6749 §5.2 error (token endpoint).")
     error_description: str | None = None
+    # 403 MFA_REQUIRED: the login goes on at POST /login/mfa.
+    mfa_token: str | None = Field(
+        default=None, description="MFA_REQUIRED: the login step's single-use token."
+    )
+    methods: list[str] | None = Field(
+        default=None,
+        description='MFA_REQUIRED: what completes it: "totp", "recovery_code", "passkey".',
+    )
+    expires_in: int | None = Field(
+        default=None, description="MFA_REQUIRED: seconds until mfa_token expires."
+    )
 
 
 SessionList = RootModel[list[SessionOut]]

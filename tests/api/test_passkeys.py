@@ -622,6 +622,18 @@ async def test_a_passkey_completes_a_password_login(
     assert replayed.status_code == 401
 
 
+async def test_an_assertion_for_one_login_step_does_not_complete_another(
+    client: Client, device: SoftAuthenticator
+) -> None:
+    first, second = await mfa_token_of(client), await mfa_token_of(client)
+    credential = device.get(await login_options(client, mfa_token=first))
+
+    crossed = await client.post("/login/mfa", json={"mfa_token": second, "credential": credential})
+
+    assert crossed.status_code == 401
+    assert (await crossed.get_json())["code"] == "MFA_INVALID"
+
+
 # --- garbage -----------------------------------------------------------------------------------
 
 
