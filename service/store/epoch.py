@@ -71,14 +71,17 @@ class FileEpoch:
 
 
 class RedisEpoch:
-    """The counter in Redis. Concurrent reads share one GET, sent after all of them arrived.
+    """The counter in Redis. While one GET is on its way, the reads asked meanwhile share the
+    next one, sent when it answers.
 
     Every guarded request reads the epoch: one GET each would cost a round trip per request (in
-    redis-py's Python code, more CPU than the rest of the request's auth). A read joins the GET
-    that is about to be sent (``_pending``: scheduled on the loop, not yet written to Redis),
-    never one already sent: a GET sent before a request arrived may predate a revocation that
-    request must see. So every answer comes from a GET sent after its request asked, as if each
-    had sent its own; a burst of requests in one turn of the loop sends one.
+    redis-py's Python code, more CPU than the rest of the request's auth). A read with no GET on
+    its way sends its own at once; one asked while a GET is on its way joins the batch that
+    waits for it (``_pending``), never that GET itself: a GET sent before a request arrived may
+    predate a revocation the request must see. The batch's GET is sent when the one on its way
+    answers, after every member of the batch asked; so every answer comes from a GET sent after
+    its request asked, as if each had sent its own, and a process sends at most one GET per
+    round trip whatever the number of requests.
     """
 
     def __init__(self, url: str, prefix: str, *, client: Redis | None = None) -> None:
@@ -88,22 +91,39 @@ class RedisEpoch:
             else Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         )
         self._key = f"{prefix}:epoch"
-        self._pending: asyncio.Future[int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy = False  # a GET is on its way
+        self._pending: asyncio.Future[int] | None = None  # the next GET's readers
 
     async def current(self) -> int:
-        pending, loop = self._pending, asyncio.get_running_loop()
-        if pending is None or pending.get_loop() is not loop:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests): nothing of the old one is left
+            self._loop, self._busy, self._pending = loop, False, None
+        if not self._busy:
+            self._busy = True
+            try:
+                return await self._read()
+            finally:
+                self._send_pending()
+        pending = self._pending
+        if pending is None:
             pending = self._pending = loop.create_future()
-            # Sent on the loop's next turn: the reads asked in this turn join it first.
-            loop.call_soon(self._send, pending)
-        # shield: one waiter cancelled (its client left) must not cancel the others' read.
+        # shield: one reader cancelled (its client left) must not cancel the others' read.
         return await asyncio.shield(pending)
 
-    def _send(self, pending: asyncio.Future[int]) -> None:
-        # From here on the GET is on its way: later reads start the next one.
-        self._pending = None
+    def _send_pending(self) -> None:
+        """The GET on its way answered: send the one its batch waits for, if any."""
+        pending = self._pending
+        if pending is None:
+            self._busy = False
+            return
+        self._pending = None  # closed: every reader of this GET asked before it is sent
         task = asyncio.ensure_future(self._read())
-        task.add_done_callback(lambda done: _settle(pending, done))
+        task.add_done_callback(lambda done: self._answered(pending, done))
+
+    def _answered(self, pending: asyncio.Future[int], done: asyncio.Future[int]) -> None:
+        _settle(pending, done)
+        self._send_pending()
 
     async def _read(self) -> int:
         try:

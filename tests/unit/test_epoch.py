@@ -29,6 +29,7 @@ class FakeRedis:
         self.gets += 1
         self.sent.set()
         sent_value, error = self.value, self.error
+        await asyncio.sleep(0)  # a round trip always gives the loop a turn
         await self.answer.wait()
         if error is not None:
             raise error
@@ -46,15 +47,16 @@ def epoch_over(fake: FakeRedis) -> RedisEpoch:
     return RedisEpoch("redis://unused", "test", client=cast(Redis, fake))
 
 
-async def test_reads_asked_together_share_one_get() -> None:
+async def test_reads_asked_while_a_get_is_on_its_way_share_the_next_one() -> None:
     fake = FakeRedis()
     epoch = epoch_over(fake)
     await epoch.bump()
 
     values = await asyncio.gather(*(epoch.current() for _ in range(20)))
 
+    # The first read sends its GET at once; the 19 asked meanwhile share the next.
     assert values == [1] * 20
-    assert fake.gets == 1
+    assert fake.gets == 2
 
 
 async def test_each_read_after_an_answer_sends_its_own_get() -> None:
@@ -77,12 +79,26 @@ async def test_a_read_asked_while_a_get_is_on_its_way_does_not_join_it() -> None
 
     await epoch.bump()  # a revocation, committed before the next request arrives
     late = asyncio.ensure_future(epoch.current())
-    await fake.sent.wait()
+    await asyncio.sleep(0)  # the late read is waiting (for the next GET, not this one)
+    assert fake.gets == 1
     fake.answer.set()
 
     assert await early == 0
     assert await late == 1
     assert fake.gets == 2
+
+
+async def test_a_read_after_a_failed_get_sends_a_new_one() -> None:
+    fake = FakeRedis()
+    fake.error = RedisConnectionError("down")
+    epoch = epoch_over(fake)
+    with pytest.raises(RedisUnavailable):
+        await epoch.current()
+
+    fake.error = None
+    await epoch.bump()
+
+    assert await epoch.current() == 1
 
 
 async def test_a_waiter_cancelled_leaves_the_others_their_answer() -> None:
@@ -110,7 +126,7 @@ async def test_redis_unreachable_refuses_every_waiter() -> None:
     results = await asyncio.gather(*(epoch.current() for _ in range(3)), return_exceptions=True)
 
     assert [type(result) for result in results] == [RedisUnavailable] * 3
-    assert fake.gets == 1
+    assert fake.gets == 2
 
 
 async def test_a_bump_before_a_read_is_seen_on_a_real_redis() -> None:
