@@ -60,15 +60,22 @@ def table(title: str, before: dict[str, float], after: dict[str, float]) -> list
 
     whole_b, whole_a = cost(before, "null"), cost(after, "null")
     row("**whole app** (full minus the null driver)", whole_b, whole_a)
-    summed: dict[str, float] = {"b": 0.0, "a": 0.0}
+    summed: dict[str, float | None] = {"b": 0.0, "a": 0.0}
+
+    def add(side: str, value: float | None) -> None:
+        # A layer not measured on a side leaves that side's rest unknown.
+        total = summed[side]
+        summed[side] = None if total is None or value is None else total + value
+
     for label, variant, in_sum in LAYERS:
         b, a = cost(before, variant), cost(after, variant)
         row(label, b, a)
         if in_sum:
-            summed["b"] += b or 0.0
-            summed["a"] += a or 0.0
-    rest_b = whole_b - summed["b"] if whole_b is not None else None
-    rest_a = whole_a - summed["a"] if whole_a is not None else None
+            add("b", b)
+            add("a", a)
+    sum_b, sum_a = summed["b"], summed["a"]
+    rest_b = whole_b - sum_b if whole_b is not None and sum_b is not None else None
+    rest_a = whole_a - sum_a if whole_a is not None and sum_a is not None else None
     row(
         "Quart's routing, dispatch, request and response objects, asyncio (the rest)",
         rest_b,
