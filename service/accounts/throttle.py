@@ -33,6 +33,7 @@ from limits import RateLimitItem, parse_many
 from redis.asyncio import Redis
 
 from service.core.errors import TooManyAttempts
+from service.store import redis_client
 
 PASSWORD_SCOPE = "password"
 # Second-factor answers (TOTP and recovery codes): per account from every address together
@@ -164,7 +165,7 @@ class RedisWindows:
     """The windows of every process, as Redis sorted sets (member: one attempt)."""
 
     def __init__(self, url: str) -> None:
-        self._redis: Redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._redis: Redis = redis_client.connect(url)
         self._reserve = self._redis.register_script(_RESERVE)
 
     async def reserve(self, counters: Sequence[Counter], member: str, now: float) -> float:

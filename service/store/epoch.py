@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service.core.errors import RedisUnavailable
+from service.store import redis_client
 from service.store.db import Database, beside, unusable_file
 
 _COUNTER = struct.Struct("<Q")
@@ -85,11 +86,7 @@ class RedisEpoch:
     """
 
     def __init__(self, url: str, prefix: str, *, client: Redis | None = None) -> None:
-        self._redis: Redis = (
-            client
-            if client is not None
-            else Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        )
+        self._redis: Redis = client if client is not None else redis_client.connect(url)
         self._key = f"{prefix}:epoch"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False  # a GET is on its way

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from service.core.errors import RedisUnavailable
 from service.core.tokens import Claims
+from service.store import redis_client
 
 # Raise the stored version, never lower it: two bumps answered out of order keep the higher.
 _RAISE_VERSION = """
@@ -45,7 +46,7 @@ class RevocationFeed:
     """Both sides of the feed: ``publish_*`` for the service, ``refuses`` for resource servers."""
 
     def __init__(self, url: str, prefix: str, *, fact_ttl: int = 0) -> None:
-        self._redis: Redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._redis: Redis = redis_client.connect(url)
         self._prefix = f"{prefix}:rv"
         # How long a session, version or client fact must outlive its publication: the longest
         # an access token issued before it can stay valid (only the publishing side knows it).
