@@ -35,6 +35,7 @@ from service.web.mfa_schemas import (
     TotpSetupOut,
 )
 from service.web.passkey_schemas import PasskeyOut
+from service.web.schemas import pair_out
 from service.web.state import get_accounts
 from service.web.transport import attach_session_cookies, client_info, require_same_site
 
@@ -148,10 +149,7 @@ async def login_mfa(data: MfaLoginRequest) -> ModelResponse:
     if pair.csrf is not None:
         attach_session_cookies(pair)
     body = MfaLoginOut(
-        access_token=pair.access_token,
-        refresh_token=pair.refresh_token,
-        expires_in=pair.expires_in,
-        refresh_expires_in=pair.refresh_expires_in,
+        **pair_out(pair).model_dump(),
         recovery_codes_left=done.recovery_codes_left,
         csrf_token=pair.csrf,
     )
