@@ -1,4 +1,5 @@
-"""``python -m service.serve`` as the README runs it, with everything it writes kept."""
+"""``python -m service.serve`` as the README runs it (or plain ``hypercorn -c hypercorn.toml``, as
+the contract does), with everything it writes kept."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import HANG_GUARD_SECONDS, free_port
+from tests.servers import HANG_GUARD_SECONDS, HYPERCORN, free_port
 
 SERVING = "serving on "
+# hypercorn's own start-up line (its error log), once it listens.
+HYPERCORN_SERVING = "Running on "
 
 
 @dataclass
@@ -36,20 +39,22 @@ async def _collect(stream: asyncio.StreamReader | None, into: list[str]) -> None
 
 @asynccontextmanager
 async def supervised_server(
-    folder: Path, env: dict[str, str], *, workers: int = 2
+    folder: Path, env: dict[str, str], *, workers: int = 2, plain_hypercorn: bool = False
 ) -> AsyncIterator[Supervised]:
     """The supervisor on a free port, ``folder`` its working directory; yields once every
     worker serves (its line on stderr), and on leaving stops it with SIGTERM and waits for its
-    end, so that ``stdout``/``stderr`` then hold all it wrote."""
+    end, so that ``stdout``/``stderr`` then hold all it wrote. ``plain_hypercorn``: hypercorn
+    itself in one process (``workers`` unused), yielding once it listens."""
     port = free_port()
+    if plain_hypercorn:
+        command = [*HYPERCORN, "--bind", f"127.0.0.1:{port}", "service.asgi:app"]
+        ready = HYPERCORN_SERVING
+    else:
+        command = [sys.executable, "-m", "service.serve", "--workers", str(workers)]
+        command += ["--bind", f"127.0.0.1:{port}"]
+        ready = SERVING
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.serve",
-        "--workers",
-        str(workers),
-        "--bind",
-        f"127.0.0.1:{port}",
+        *command,
         cwd=folder,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -62,7 +67,7 @@ async def supervised_server(
     ]
     try:
         deadline = time.monotonic() + HANG_GUARD_SECONDS
-        while not any(SERVING in line for line in server.stderr):
+        while not any(ready in line for line in server.stderr):
             if process.returncode is not None:
                 raise AssertionError(
                     f"the server exited with {process.returncode}: {server.stderr}"

@@ -17,7 +17,10 @@ factory covers every logger and handler of the process, whichever server runs th
 one JSON object per line on stderr (``JsonFormatter``: ``ts``, ``level``, ``logger``,
 ``message``, ``request_id``, ``pid``, and ``exc_info`` for a traceback, still one line). The
 audit log is JSON lines in either format (``core/audit.py``). The access and error logs of
-``python -m service.serve`` use the same formatter (``service/ops/serve.py``).
+``python -m service.serve`` use the same formatter (``service/ops/serve.py``); under plain
+``hypercorn -c hypercorn.toml`` (which can name no logger class) a filter on hypercorn's two loggers
+gives their handlers that formatter and turns each access line's atoms into the same fields
+(``ServerLinesAsJson``), whether hypercorn built its handlers before the app or after.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import re
 import sys
 import traceback
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -34,6 +38,8 @@ from service.core.audit import AUDIT_LOGGER, current_request_id
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 TRACEBACK_INDENT = "  "
+ACCESS_LOGGER = "hypercorn.access"
+ERROR_LOGGER = "hypercorn.error"
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -71,6 +77,9 @@ class EscapingRecordFactory:
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = self.wrapped(*args, **kwargs)
+        if record.name == ACCESS_LOGGER and isinstance(record.args, Mapping):
+            # hypercorn's access atoms, kept for ServerLinesAsJson (escaping drops the args).
+            record.access_atoms = record.args
         escape_record(record)
         return record
 
@@ -129,11 +138,59 @@ def _not_audit(record: logging.LogRecord) -> bool:
     return not record.name.startswith(AUDIT_LOGGER)
 
 
+def _number(text: object) -> int | None:
+    return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+def fields_of_atoms(atoms: Mapping[str, Any]) -> dict[str, Any]:
+    """An access line's fields (those of ``service.serve``'s access log) from hypercorn's
+    access atoms. No query string: a link's token travels there."""
+    address = atoms["h"]
+    request_id = atoms["{x-request-id}o"]
+    return {
+        # "h" is "address:port" for a TCP peer ("::1:5000" too), the path for a Unix socket.
+        "remote_addr": address.rpartition(":")[0] or address if address else None,
+        "method": atoms["m"],
+        "path": atoms["U"],
+        "protocol": atoms["H"],
+        "status": _number(atoms["s"]),
+        "bytes": _number(atoms["b"]),
+        "duration_us": atoms["D"],
+        "request_id": request_id if request_id != "-" else None,
+    }
+
+
+class ServerLinesAsJson(logging.Filter):
+    """On one of hypercorn's loggers: its handlers write through ``JsonFormatter``, whenever
+    hypercorn set them up (it replaces them when it builds its ``Logger``, which may come after
+    the app), and an access line carries its fields (``fields_of_atoms``)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for handler in self.logger.handlers:
+            if not isinstance(handler.formatter, JsonFormatter):
+                handler.setFormatter(JsonFormatter())
+        atoms = getattr(record, "access_atoms", None)
+        if atoms is not None and not hasattr(record, "fields"):
+            fields = fields_of_atoms(atoms)
+            record.fields = fields
+            record.msg = escape_controls(f"{fields['method']} {fields['path']} {fields['status']}")
+        return True
+
+
 def configure_logging(log_format: str) -> None:
-    """``json``: a stderr handler writing JSON lines for the ``service`` logger (once). With
-    ``text`` nothing is added: warnings reach stderr as they always did."""
+    """``json``: a stderr handler writing JSON lines for the ``service`` logger, and hypercorn's
+    own logs as JSON lines (``ServerLinesAsJson``), each once. With ``text`` nothing is added:
+    warnings reach stderr as they always did."""
     if log_format != "json":
         return
+    for name in (ACCESS_LOGGER, ERROR_LOGGER):
+        server_logger = logging.getLogger(name)
+        if not any(isinstance(item, ServerLinesAsJson) for item in server_logger.filters):
+            server_logger.addFilter(ServerLinesAsJson(server_logger))
     logger = logging.getLogger(APP_LOGGER)
     if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
         handler = StderrHandler()

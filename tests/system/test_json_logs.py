@@ -1,6 +1,7 @@
-"""AUTH_LOG_FORMAT=json on a real python -m service.serve: every line it writes (stdout and
-stderr, every process) is one JSON object, requests carry their id, and no secret of a full
-flow appears anywhere."""
+"""AUTH_LOG_FORMAT=json on a real python -m service.serve, and on plain ``hypercorn -c
+hypercorn.toml`` (the contract's way to serve): every line it writes (stdout and stderr, every
+process) is one JSON object, requests carry their id, and no secret of a full flow appears
+anywhere."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ def secrets_of(*tokens: str) -> list[str]:
     return found
 
 
-async def test_every_log_line_is_json_with_its_request_id_and_no_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_kind", ["service.serve", "hypercorn"])
+async def test_every_log_line_is_json_with_its_request_id_and_no_secret(
+    tmp_path: Path, server_kind: str
+) -> None:
     env = clean_env(
         AUTH_ENV="testing",
         AUTH_JWT_SECRET="j" * 48,
@@ -46,7 +50,9 @@ async def test_every_log_line_is_json_with_its_request_id_and_no_secret(tmp_path
     machine = json.loads(created.stdout)
 
     async with (
-        supervised_server(tmp_path, env, workers=2) as server,
+        supervised_server(
+            tmp_path, env, workers=2, plain_hypercorn=server_kind == "hypercorn"
+        ) as server,
         httpx.AsyncClient(base_url=server.base) as client,
     ):
         signup = {"username": "jason", "email": "jason@example.com", "password": PASSWORD}
@@ -110,6 +116,9 @@ async def test_every_log_line_is_json_with_its_request_id_and_no_secret(tmp_path
         ("GET", "/no/such/page", 404),
     }
     assert all(r["request_id"] for r in access)
+    assert all(r["remote_addr"] == "127.0.0.1" and r["protocol"] == "1.1" for r in access)
+    assert all(isinstance(r["duration_us"], int) for r in access)
+    assert all(r["bytes"] is not None for r in access if r["status"] != 204)
     (login_line,) = [r for r in access if r["request_id"] == LOGIN_REQUEST_ID]
     assert (login_line["path"], login_line["status"]) == ("/login", 200)
 
@@ -128,5 +137,9 @@ async def test_every_log_line_is_json_with_its_request_id_and_no_secret(tmp_path
     ]
 
     loggers = {r.get("logger") for r in records}
-    assert {"hypercorn.error", "service.serve"} <= loggers
+    # The supervisor's own lines (service.serve) under it; hypercorn's start-up line in both.
+    expected = {"hypercorn.error", "service.serve"} if server_kind == "service.serve" else set()
+    assert expected | {"hypercorn.error"} <= loggers
+    server_lines = [r["message"] for r in records if r.get("logger") == "hypercorn.error"]
+    assert any("Running on" in message for message in server_lines)
     assert all("request_id" in r for r in records if r.get("logger", "").startswith("service"))
