@@ -45,6 +45,7 @@ from service.core.errors import (
     APIError,
     CsrfFailed,
     EmailNotVerified,
+    HashingBusy,
     InvalidCredentials,
     NotFound,
     ServiceUnavailable,
@@ -616,9 +617,9 @@ class Accounts:
         """``hasher.verify`` inside a throttled attempt: a failure keeps its place, a success
         clears the account's windows, a check that never ran (HashingBusy) gives its places
         back."""
-        if self.throttle is None:
-            return await self.hasher.verify(password, stored_hash)
         try:
+            if self.throttle is None:
+                return await self.hasher.verify(password, stored_hash)
             async with self.throttle.attempting(
                 PASSWORD_SCOPE, account=account, ip=client.address
             ) as outcome:
@@ -627,6 +628,9 @@ class Accounts:
                     outcome.succeeded()
         except TooManyAttempts:
             audit(event, outcome="throttled")
+            raise
+        except HashingBusy:
+            audit(event, outcome="busy")
             raise
         return verification
 

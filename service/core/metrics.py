@@ -49,6 +49,7 @@ LOGIN_OUTCOMES = (
     "email_not_verified",
     "throttled",
     "mfa_required",
+    "service_unavailable",
     OTHER,
 )
 TOKEN_TYPES = ("access", "refresh", "client_credentials")
@@ -61,6 +62,8 @@ _LOGIN_OUTCOME_OF: dict[tuple[str, str | None], str] = {
     ("refused", "email-not-verified"): "email_not_verified",
     ("throttled", None): "throttled",
     ("mfa-required", None): "mfa_required",
+    # The hashing pool's queue was full (HashingBusy, 503): the password was never checked.
+    ("busy", None): "service_unavailable",
 }
 # Successful events that issue tokens, and which.
 _ISSUES: dict[str, tuple[str, ...]] = {

@@ -3,6 +3,7 @@ its labels (route templates, bounded methods)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
 
+from service.web.state import get_state
+from tests.hashing import hold_hashing, start_signup, until_pending
 from tests.support import PASSWORD, Client, bearer, make_settings, running_app
 
 METRICS_TOKEN = "metrics-token-for-the-scraper-0123456789"
@@ -208,6 +211,33 @@ async def test_a_refresh_token_used_twice_counts_as_reuse(tmp_path: Path) -> Non
 
     assert (await reused.get_json())["code"] == "TOKEN_REUSED"
     assert value(after, "auth_refresh_reuse_total") - value(before, "auth_refresh_reuse_total") == 1
+
+
+async def test_a_login_refused_by_the_full_hashing_queue_is_counted_unavailable(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, hash_workers=1, hash_queue=2)
+    async with running_app(settings) as app:
+        client = app.test_client()
+        signup = {"username": "queued", "email": "queued@example.com", "password": PASSWORD}
+        assert (await client.post("/signup", json=signup)).status_code == 201
+        hasher = get_state(app).accounts.hasher
+        release = hold_hashing(hasher)
+        before = await scrape(client)
+        waiting = [start_signup(client, index) for index in range(2)]
+        await until_pending(hasher, 2)
+        refused = await client.post("/login", json={"username": "queued", "password": PASSWORD})
+        release.set()
+        await asyncio.gather(*waiting)
+        after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert refused.status_code == 503
+    assert delta("auth_logins_total", outcome="service_unavailable") == 1
+    assert delta("auth_events_total", event="login", outcome="busy") == 1
+    assert delta("auth_logins_total", outcome="invalid_credentials") == 0
 
 
 async def test_the_openapi_document_shows_the_text_answer_and_the_optional_token(
