@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from service.accounts import Accounts
 from service.core.config import ConfigError, load_settings
@@ -22,6 +24,7 @@ from service.core.errors import APIError
 from service.core.keys import GENERATED_ALGORITHMS, generate_private_key_pem, key_from_pem
 from service.ops import importer
 from service.store import migrations
+from service.store.db import UNAVAILABLE_ERRORS
 from service.web.http import validation_errors
 from service.web.oauth_schemas import ClientOut
 from service.web.schemas import SignupRequest, UserOut
@@ -291,8 +294,19 @@ async def _run(command: Command, args: argparse.Namespace) -> str:
         if args.group != "db" and settings.is_sqlite and settings.auto_migrate:
             await migrations.upgrade(accounts.database)
         return await command(accounts, args)
+    except UNAVAILABLE_ERRORS as exc:
+        # An unreachable server, a missing database, a refused login: one line, not a traceback.
+        url = make_url(settings.database_url).render_as_string(hide_password=True)
+        raise ConfigError(f"the database at {url} cannot be used: {_one_line(exc)}") from exc
     finally:
         await accounts.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    """What the driver said, on one line (SQLAlchemy's wrapper adds the statement and a link)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = " ".join(str(cause).split())
+    return text or cause.__class__.__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

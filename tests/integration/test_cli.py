@@ -12,6 +12,7 @@ import pytest
 
 from service.ops.cli import main
 from tests.commands import InProcessCommand
+from tests.servers import free_port
 from tests.support import PASSWORD, make_settings, running_app
 
 CREATE_BOB = ["users", "create", "bob", "--email", "b@x.io"]
@@ -191,3 +192,25 @@ def test_users_create_reads_the_password_twice_from_the_terminal(
     assert prompts == ["Password: ", "Repeat password: "]
     assert json.loads(captured.out)["username"] == "bob"
     assert captured.err == ""
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["users", "disable", "bob"]])
+def test_an_unreachable_database_says_so_in_one_line(
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+) -> None:
+    # Nothing listens on that port: the connection is refused at once.
+    url = f"postgresql+asyncpg://postgres:s3cret@127.0.0.1:{free_port()}/auth"
+    monkeypatch.setenv("AUTH_DATABASE_URL", url)
+
+    code = run_main(args)
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("error: the database at postgresql+asyncpg://postgres:***@")
+    assert "cannot be used: " in captured.err
+    assert "s3cret" not in captured.err
