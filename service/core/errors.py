@@ -270,8 +270,12 @@ class Forbidden(APIError):
     title = "Forbidden"
 
     def headers(self) -> dict[str, str]:
-        challenge = f'Bearer realm="{REALM}", error="insufficient_scope"'
-        return {**super().headers(), "WWW-Authenticate": challenge}
+        # A challenge given when raised wins (scope_required names the scope it needs).
+        headers = super().headers()
+        headers.setdefault(
+            "WWW-Authenticate", f'Bearer realm="{REALM}", error="insufficient_scope"'
+        )
+        return headers
 
 
 class CsrfFailed(Forbidden):

@@ -9,8 +9,9 @@ import pytest
 from quart import Quart
 
 from service.accounts import ClientInfo
+from service.accounts.clients import ClientCredentials
 from service.web.app import AuthExtension
-from service.web.guards import current_user, token_required
+from service.web.guards import current_claims, current_user, scope_required, token_required
 from service.web.state import get_state
 from tests.support import PASSWORD, make_settings
 
@@ -110,3 +111,66 @@ async def test_mounted_routes_work_on_an_app_without_quart_schema(tmp_path: Path
     assert login.status_code == 200
     assert (await me.get_json())["email"] == "bob@example.com"
     assert document.status_code == 404  # the host published no document; none is added
+
+
+async def test_scope_required_guards_a_machine_route_with_the_services_database(
+    tmp_path: Path,
+) -> None:
+    """Not a resource server: the extension on the service's own database, the client made and
+    deleted there; its token passes scope_required, and is refused at once once deleted."""
+    app = Quart("reports", static_folder=None)
+    AuthExtension(app, settings=make_settings(tmp_path), mount_routes=True)
+
+    @app.get("/reports")
+    @scope_required("reports:read")
+    async def reports() -> dict[str, object]:
+        claims = current_claims()
+        return {"client_id": claims.client_id, "scopes": sorted(claims.scopes)}
+
+    async with app.test_app():
+        accounts = get_state(app).accounts
+        reader = await accounts.clients.create("reader", ["reports:read"])
+        writer = await accounts.clients.create("writer", ["reports:write"])
+        user = await accounts.register(username="clerk", email="c@x.io", password=PASSWORD)
+        user_token = (await accounts.start_session(user, client=ClientInfo())).access_token
+        client = app.test_client()
+
+        async def token_of(credentials: ClientCredentials) -> str:
+            issued = await client.post(
+                "/token",
+                form={
+                    "grant_type": "client_credentials",
+                    "client_id": credentials.client.client_id,
+                    "client_secret": credentials.client_secret,
+                },
+            )
+            assert issued.status_code == 200, await issued.get_data(as_text=True)
+            token: str = (await issued.get_json())["access_token"]
+            return token
+
+        def bearer(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        reader_token = await token_of(reader)
+        allowed = await client.get("/reports", headers=bearer(reader_token))
+        no_scope = await client.get("/reports", headers=bearer(await token_of(writer)))
+        a_user = await client.get("/reports", headers=bearer(user_token))
+        anonymous = await client.get("/reports")
+        await accounts.clients.delete("reader")
+        deleted = await client.get("/reports", headers=bearer(reader_token))
+
+    assert allowed.status_code == 200
+    assert await allowed.get_json() == {
+        "client_id": reader.client.client_id,
+        "scopes": ["reports:read"],
+    }
+    for refused in (no_scope, a_user):
+        assert refused.status_code == 403
+        assert (await refused.get_json())["code"] == "INSUFFICIENT_SCOPE"
+        assert refused.headers["WWW-Authenticate"] == (
+            'Bearer realm="auth-service", error="insufficient_scope", scope="reports:read"'
+        )
+    assert anonymous.status_code == 401
+    assert (await anonymous.get_json())["code"] == "TOKEN_MISSING"
+    assert deleted.status_code == 401
+    assert (await deleted.get_json())["code"] == "TOKEN_REVOKED"
