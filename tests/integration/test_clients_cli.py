@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from service.accounts.clients import hash_secret
 from service.store.db import Database
 from service.store.unit_of_work import unit_of_work
 from tests.commands import InProcessCommand
+from tests.servers import free_port
 from tests.support import Client, make_settings, running_app
 
 
@@ -190,3 +192,28 @@ async def test_bad_operator_input_is_one_line_and_exit_1(
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == message
+
+
+async def test_delete_with_redis_unreachable_keeps_the_client_and_can_be_run_again(
+    service_command: InProcessCommand,
+) -> None:
+    """Resource servers learn of a deletion through Redis: without it the client must not be
+    gone here while they still accept its tokens, and the command must be worth repeating."""
+    body = await created(service_command, "reporting")
+    unreachable = dataclasses.replace(
+        service_command,
+        variables={
+            **service_command.variables,
+            "AUTH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        },
+    )
+
+    refused = await unreachable("clients", "delete", "reporting")
+    kept = await service_command("clients", "list")
+    again = await service_command("clients", "delete", "reporting")
+
+    assert refused.returncode == 1
+    assert refused.stderr == "error: Revocation state (Redis) is unavailable; try again shortly.\n"
+    assert [c["client_id"] for c in printed(kept.stdout)] == [body["client_id"]]
+    assert again.returncode == 0, again.stderr
+    assert printed(again.stdout)["client_id"] == body["client_id"]
