@@ -103,6 +103,15 @@ class Claims:
         return value if isinstance(value, str) else None
 
     @property
+    def session_uuid(self) -> uuid.UUID | None:
+        """``session_id`` as the UUID the refresh families are keyed by (None if not one)."""
+        value = self.session_id
+        try:
+            return uuid.UUID(value) if value else None
+        except ValueError:
+            return None
+
+    @property
     def csrf(self) -> str | None:
         value = self.raw.get("csrf")
         return value if isinstance(value, str) else None

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -152,6 +153,28 @@ def test_round_trip_keeps_every_claim(token_settings: TokenSettings, key: Signin
         "roles": ["admin", "reader"],
     }
     assert jwt.get_unverified_header(issued.token) == {"alg": "HS256", "typ": "JWT", "kid": key.kid}
+
+
+@pytest.mark.parametrize(
+    ("sid", "expected"),
+    [
+        ("0b7c8a52-4a4c-4d7e-9d0e-1f2a3b4c5d6e", uuid.UUID("0b7c8a52-4a4c-4d7e-9d0e-1f2a3b4c5d6e")),
+        (None, None),
+        ("", None),
+        ("not-a-session", None),
+    ],
+)
+def test_the_session_id_as_a_uuid_is_none_unless_it_is_one(
+    token_settings: TokenSettings, sid: str | None, expected: uuid.UUID | None
+) -> None:
+    extra = {} if sid is None else {"sid": sid}
+    issued = encode_token(
+        token_settings, subject="user-1", token_type="access", now=NOW, extra_claims=extra
+    )
+
+    claims = decode_token(token_settings, issued.token, expected_type="access", now=NOW)
+
+    assert claims.session_uuid == expected
 
 
 def test_refresh_token_round_trip_uses_refresh_ttl(token_settings: TokenSettings) -> None:

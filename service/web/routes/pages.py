@@ -830,7 +830,7 @@ async def account_password() -> AnyResponse:
                 session.user,
                 current_password=data.current_password,
                 new_password=data.new_password,
-                keep_session=_session_uuid(session.claims),
+                keep_session=session.claims.session_uuid,
                 client=client_info(),
             )
             view.notice = "Your password is changed. Every other session has ended."
@@ -849,13 +849,6 @@ async def account_password() -> AnyResponse:
     if state.message:
         view.fail(state.message)
     return await _account(session, view, status=status, headers=headers)
-
-
-def _session_uuid(claims: Claims) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(claims.session_id) if claims.session_id else None
-    except ValueError:
-        return None
 
 
 @blueprint.post("/web/account/totp/setup")

@@ -95,12 +95,11 @@ async def change_password(data: PasswordChange) -> tuple[str, int]:
 
     Every other session is revoked; this one stays signed in.
     """
-    session_id = current_claims().session_id
     await get_accounts().change_password(
         current_user(),
         current_password=data.current_password,
         new_password=data.new_password,
-        keep_session=uuid.UUID(session_id) if session_id else None,
+        keep_session=current_claims().session_uuid,
         client=client_info(),
     )
     return "", 204
