@@ -13,8 +13,10 @@ For every test that reads mail (the flows' tests too)::
 
 ``SMTPServer.stop()`` / ``start()`` take the server away and bring it back on the same port (an
 outage); ``mailbox.answers`` makes it answer DATA with a given reply (``"451 4.3.0 later"``)
-for the next messages; ``mailbox.refused_recipients`` refuses addresses at RCPT with a 550.
-Waiting is bounded (``wait_for`` fails after its timeout), never a fixed sleep.
+for the next messages; ``mailbox.refused_recipients`` refuses addresses at RCPT with a 550;
+``mailbox.hold()`` keeps every DATA unanswered until the event it returns is set (a slow mail
+server), and ``mailbox.holding`` is set once one waits. Waiting is bounded (``wait_for`` fails
+after its timeout), never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -93,6 +95,14 @@ class Mailbox:
         self.answers: deque[str] = deque()
         self.refused_recipients: set[str] = set()
         self.data_commands = 0
+        self._release: threading.Event | None = None
+        self.holding = threading.Event()
+
+    def hold(self) -> threading.Event:
+        """From now on each DATA waits for the returned event before it is answered."""
+        release = threading.Event()
+        self._release = release
+        return release
 
     @property
     def received(self) -> list[Received]:
@@ -113,6 +123,11 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: AioSMTP, session: Session, envelope: Envelope) -> str:
+        release = self._release
+        if release is not None and not release.is_set():
+            self.holding.set()
+            # In a thread of the server's loop: other connections are served meanwhile.
+            await asyncio.get_running_loop().run_in_executor(None, release.wait)
         with self._lock:
             self.data_commands += 1
             if self.answers:

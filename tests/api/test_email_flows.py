@@ -4,6 +4,7 @@ it, on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -16,11 +17,13 @@ from quart import Quart
 from sqlalchemy import select
 
 from service.accounts.email_flows import EmailFlows
+from service.accounts.mail import SMTPTransport
 from service.core.tokens import SigningKey, TokenSettings, encode_token
 from service.store.models import OutboxMessage
 from service.store.unit_of_work import unit_of_work
 from service.web.state import get_state
 from tests.mailbox import Received, SMTPServer
+from tests.servers import HANG_GUARD_SECONDS
 from tests.support import PASSWORD, Client, SettingsFactory, bearer, running_app
 
 PUBLIC_URL = "https://auth.example.com/accounts"
@@ -461,6 +464,40 @@ async def test_links_use_the_public_url_whatever_the_host_headers_say(
     assert link_in(message, "/reset-password").startswith(f"{PUBLIC_URL}/reset-password?token=")
     assert "evil.example" not in message.text
     assert "evil.example" not in message.html
+
+
+async def test_requests_are_answered_while_the_smtp_server_holds_a_message(
+    app: Quart, client: Client, smtp: SMTPServer
+) -> None:
+    transport = get_state(app).accounts.mailer.transport
+    assert isinstance(transport, SMTPTransport)
+    # The client gives up on no step before the guard below: a request waiting for SMTP hangs.
+    transport.timeout = 2 * HANG_GUARD_SECONDS
+    release = smtp.mailbox.hold()
+    try:
+        await sign_up(client)
+        # The sender is in the middle of the signup mail's DATA; the server does not answer.
+        assert await asyncio.to_thread(smtp.mailbox.holding.wait, HANG_GUARD_SECONDS)
+
+        answers = [
+            await asyncio.wait_for(request, HANG_GUARD_SECONDS)
+            for request in (
+                client.post("/password/forgot", json={"email": "alice@example.com"}),
+                client.post("/password/forgot", json={"email": "nobody@example.com"}),
+                client.post("/signup", json={**ALICE, "username": "bob", "email": "b@x.io"}),
+            )
+        ]
+
+        assert [answer.status_code for answer in answers] == [202, 202, 201]
+        assert smtp.mailbox.received == []
+    finally:
+        release.set()
+    messages = await smtp.mailbox.wait_for(3)
+    assert sorted((m.recipients[0], m["Subject"]) for m in messages) == [
+        ("alice@example.com", "Reset your password"),
+        ("alice@example.com", "Verify your email address"),
+        ("b@x.io", "Verify your email address"),
+    ]
 
 
 # --- throttling -------------------------------------------------------------------------------
