@@ -1,9 +1,10 @@
-"""Nothing lost: mail queued while the SMTP server is down, across a restart of the service
+"""Nothing lost: mail triggered while the SMTP server is down, across a restart of the service
 (``python -m service.serve`` with two workers, so two senders share the outbox), reaches the
 server exactly once when it is back. On SQLite and PostgreSQL.
 
-The service runs tests/mail_app.py (the service with a 0.2 s poll and sub-second retries); the
-mail is queued by this process with ``queue_mail`` in a unit of work, as a request would.
+The service runs tests/mail_app.py (the service with a 0.2 s poll and sub-second retries). The
+mail is triggered through the service's own routes (signup, forgotten password) while it runs,
+and queued by this process with ``queue_mail`` while it is stopped (another machine's request).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -30,12 +32,17 @@ from tests.servers import ROOT, clean_env, free_port, wait_until_up
 pytestmark = pytest.mark.slow
 
 TEMPLATES = MailTemplates(ROOT / "tests" / "mail_templates")
+PASSWORD = "correct horse battery staple"
+VERIFY = "Verify your email address"
+RESET = "Reset your password"
 
 
 @asynccontextmanager
-async def service(settings: Settings, smtp: SMTPServer, folder: Path) -> AsyncIterator[None]:
-    """``python -m service.serve --workers 2 tests.mail_app:app`` mailing to ``smtp``; stopped
-    with SIGTERM (the graceful way) at the end of the block."""
+async def service(
+    settings: Settings, smtp: SMTPServer, folder: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``python -m service.serve --workers 2 tests.mail_app:app`` mailing to ``smtp``, and a
+    client of it; stopped with SIGTERM (the graceful way) at the end of the block."""
     port = free_port()
     env = clean_env(
         AUTH_ENV="testing",
@@ -65,7 +72,8 @@ async def service(settings: Settings, smtp: SMTPServer, folder: Path) -> AsyncIt
     )
     try:
         await wait_until_up(f"http://127.0.0.1:{port}", process)
-        yield
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), timeout=60) == 0
@@ -101,26 +109,47 @@ async def until(database: Database, *, failed: int = 0, sent: int = 0) -> None:
             await asyncio.sleep(0.05)  # another process writes the database: nothing to await
 
 
-async def test_mail_queued_during_an_smtp_outage_and_a_restart_is_delivered_exactly_once(
+async def trigger(client: httpx.AsyncClient, emails: list[str]) -> None:
+    """A signup (its verification mail) and a forgotten password (a reset mail) for each
+    address, and a forgotten password for an address without an account (no mail)."""
+    for email in emails:
+        username = email.partition("@")[0]
+        signup = {"username": username, "email": email, "password": PASSWORD}
+        assert (await client.post("/signup", json=signup)).status_code == 201
+        assert (await client.post("/password/forgot", json={"email": email})).status_code == 202
+    unknown = await client.post("/password/forgot", json={"email": "nobody@example.com"})
+    assert unknown.status_code == 202
+
+
+async def test_mail_triggered_during_an_smtp_outage_and_a_restart_is_delivered_exactly_once(
     settings: Settings, tmp_path: Path
 ) -> None:
-    smtp = SMTPServer()  # not started: the service's connections are refused
+    smtp = SMTPServer()
     database = Database(settings)
-    before = [f"before{n}@example.com" for n in range(8)]
+    during = [f"during{n}@example.com" for n in range(4)]
     between = [f"between{n}@example.com" for n in range(4)]
+    expected = Counter(
+        [("first@example.com", VERIFY), ("first@example.com", RESET)]
+        + [(to, subject) for to in during for subject in (VERIFY, RESET)]
+        + [(to, f"Hello {to}") for to in between]
+    )
     try:
         if settings.is_sqlite:
             await migrations.upgrade(database)
-        async with service(settings, smtp, tmp_path):
-            await queue(database, before)
-            # Both workers' senders tried each message and failed (connection refused).
-            await until(database, failed=len(before))
+        async with service(settings, smtp, tmp_path) as client:
+            with smtp:
+                await trigger(client, ["first@example.com"])
+                await smtp.mailbox.wait_for(2)
+            # The SMTP server is stopped: the service's connections are refused.
+            await trigger(client, during)
+            # Both workers' senders tried each message and failed.
+            await until(database, failed=2 * len(during))
         # The service is stopped; more mail is queued meanwhile (another machine's request).
         await queue(database, between)
         async with service(settings, smtp, tmp_path):
             with smtp:
-                received = await smtp.mailbox.wait_for(len(before) + len(between))
-                await until(database, sent=len(before) + len(between))
+                received = await smtp.mailbox.wait_for(expected.total())
+                await until(database, sent=expected.total())
                 # Every message is marked sent: no sender will take any of them again.
                 delivered = smtp.mailbox.received
                 data_commands = smtp.mailbox.data_commands
@@ -129,10 +158,10 @@ async def test_mail_queued_during_an_smtp_outage_and_a_restart_is_delivered_exac
     finally:
         await database.dispose()
 
-    assert len(received) == len(before) + len(between)
-    assert Counter(m.recipients[0] for m in delivered) == Counter(before + between)
-    assert data_commands == len(before) + len(between)
-    assert {m["Subject"] for m in delivered} == {f"Hello {to}" for to in before + between}
+    assert len(received) == expected.total()
+    assert Counter((m.recipients[0], m["Subject"]) for m in delivered) == expected
+    assert data_commands == expected.total()
     assert {m.sender for m in delivered} == {"auth@mail.example"}
+    assert len(stored) == expected.total()
     assert all(m.sent_at is not None and m.claimed_until is None for m in stored)
-    assert min(m.attempts for m in stored if m.recipient in before) >= 2
+    assert min(m.attempts for m in stored if m.recipient in during) >= 2
