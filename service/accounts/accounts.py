@@ -160,8 +160,15 @@ class Accounts:
     ) -> None:
         """Tell resource servers (through the shared Redis, ``service/store/feed.py``) what was
         just revoked: access tokens as ``(jti, exp)``, sessions by ``sid``, users' lowest valid
-        token versions as ``(sub, ver)``, machine clients by ``client_id``. Call after the
-        change is committed, before ``changed()``; without Redis there is no one to tell."""
+        token versions as ``(sub, ver)``, machine clients by ``client_id``; without Redis there
+        is no one to tell.
+
+        Call it inside the change's transaction, just before its commit: if Redis cannot be
+        told (RedisUnavailable, 503), nothing is committed and the same request can be made
+        again. Told after the commit, a failure left the change made here and never told
+        downstream (a retry found it done), so resource servers went on accepting the revoked
+        tokens until they expired. Told first and then not committed, resource servers refuse
+        a little more than the service does, never less."""
         if self.feed is not None:
             await self.feed.publish(
                 tokens=tokens, sessions=sessions, versions=versions, clients=clients
@@ -376,8 +383,8 @@ class Accounts:
                     raise TokenExpired("The session reached its maximum lifetime; log in again.")
                 if not is_retry(family, claims, self.policy, now):
                     await uow.families.revoke(family.id, reason="reuse", now=now)
-                    await uow.commit()
                     await self.publish_revocations(sessions=[str(family.id)])
+                    await uow.commit()
                     await self.changed()
                     audit(
                         "refresh", outcome="reuse-detected", user_id=user.id, session_id=family.id
@@ -450,11 +457,11 @@ class Accounts:
             if claims.session_id is not None:
                 await uow.families.revoke(uuid_claim(claims.session_id), reason="logout", now=now)
             await uow.revocations.prune(now)
+            await self.publish_revocations(
+                tokens=[(claims.jti, claims.expires_at)],
+                sessions=[claims.session_id] if claims.session_id is not None else [],
+            )
             await uow.commit()
-        await self.publish_revocations(
-            tokens=[(claims.jti, claims.expires_at)],
-            sessions=[claims.session_id] if claims.session_id is not None else [],
-        )
         await self.changed()
         audit("logout", user_id=claims.subject, session_id=claims.session_id)
 
@@ -463,8 +470,8 @@ class Accounts:
             user = await uow.users.by_id(user_id)
             if user is not None:
                 await _revoke_everything(uow, user, reason="logout-all")
-                await uow.commit()
                 await self.publish_revocations(versions=[_version_fact(user)])
+                await uow.commit()
         await self.changed()
         audit("logout-all", user_id=user_id)
 
@@ -478,8 +485,8 @@ class Accounts:
             if family is None or family.user_pk != user.pk or family.revoked_at is not None:
                 raise NotFound("No such session.")
             await uow.families.revoke(session_id, reason="revoked-by-user", now=utc_now())
+            await self.publish_revocations(sessions=[str(session_id)])
             await uow.commit()
-        await self.publish_revocations(sessions=[str(session_id)])
         await self.changed()
         audit("session-revoked", user_id=user.id, session_id=session_id)
 
@@ -519,8 +526,8 @@ class Accounts:
             ended = await uow.families.revoke_all(
                 stored.pk, reason="password-change", now=utc_now(), keep=keep_session
             )
+            await self.publish_revocations(sessions=[str(family_id) for family_id in ended])
             await uow.commit()
-        await self.publish_revocations(sessions=[str(family_id) for family_id in ended])
         await self.changed()
         audit("password-change", user_id=user.id, kept_session=keep_session)
 
@@ -582,9 +589,9 @@ class Accounts:
             if removed:
                 await _revoke_everything(uow, user, reason="role-removed")
             previous, user.roles = user.roles, new_roles
+            if removed:
+                await self.publish_revocations(versions=[_version_fact(user)])
             await uow.commit()
-        if removed:
-            await self.publish_revocations(versions=[_version_fact(user)])
         await self.changed()
         audit("role-change", user_id=user.id, roles=new_roles, previous=previous, removed=removed)
         return user
@@ -596,9 +603,9 @@ class Accounts:
             if disabling:
                 await _revoke_everything(uow, user, reason="disabled")
             user.is_active = active
+            if disabling:
+                await self.publish_revocations(versions=[_version_fact(user)])
             await uow.commit()
-        if disabling:
-            await self.publish_revocations(versions=[_version_fact(user)])
         await self.changed()
         audit("user-enabled" if active else "user-disabled", user_id=user.id)
         return user

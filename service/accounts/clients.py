@@ -401,11 +401,11 @@ class MachineClients:
                 claims.jti, datetime.fromtimestamp(claims.expires_at, UTC)
             )
             await uow.revocations.prune(now)
+            await self.accounts.publish_revocations(
+                tokens=[(claims.jti, claims.expires_at)],
+                sessions=[session_id] if ended_session and session_id is not None else [],
+            )
             await uow.commit()
-        await self.accounts.publish_revocations(
-            tokens=[(claims.jti, claims.expires_at)],
-            sessions=[session_id] if ended_session and session_id is not None else [],
-        )
         await self.accounts.changed()
         audit(
             "token-revoked",

@@ -325,8 +325,8 @@ class EmailFlows:
                 audit("password-reset", outcome="used", user_id=user.id)
                 raise ResetTokenInvalid()
             await uow.families.revoke_all(user.pk, reason="password-reset", now=_utc(self.clock()))
+            await self.accounts.publish_revocations(versions=[(str(user.id), version)])
             await uow.commit()
-        await self.accounts.publish_revocations(versions=[(str(user.id), version)])
         await self.accounts.changed()
         audit("password-reset", user_id=user.id)
 

@@ -303,8 +303,8 @@ class MfaFlows:
             await uow.challenges.spend_all_for_user(user.pk, now=now)
             user.token_version += 1
             await uow.families.revoke_all(user.pk, reason="mfa-reset", now=now)
+            await self.accounts.publish_revocations(versions=[(str(user.id), user.token_version)])
             await uow.commit()
-        await self.accounts.publish_revocations(versions=[(str(user.id), user.token_version)])
         await self.accounts.changed()
         audit("mfa-reset", user_id=user.id)
         return user
