@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from quart import Quart
 from quart.typing import TestClientProtocol
 
+from service.accounts.clients import ClientCredentials
 from service.accounts.hooks import AuthHooks
 from service.core.config import Settings
 from service.testing.plugin import isolated_settings, started_app
@@ -63,3 +66,26 @@ async def signup_and_login(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def basic(client_id: str, client_secret: str) -> dict[str, str]:
+    """RFC 6749 §2.3.1: each part form-urlencoded, then ``id:secret`` in base64."""
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
+def basic_of(credentials: ClientCredentials) -> dict[str, str]:
+    return basic(credentials.client.client_id, credentials.client_secret)
+
+
+async def client_token(
+    client: Client, credentials: ClientCredentials, **form: str
+) -> dict[str, Any]:
+    response = await client.post(
+        "/token",
+        form={"grant_type": "client_credentials", **form},
+        headers=basic_of(credentials),
+    )
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    body: dict[str, Any] = await response.get_json()
+    return body

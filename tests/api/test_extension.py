@@ -9,11 +9,10 @@ import pytest
 from quart import Quart
 
 from service.accounts import ClientInfo
-from service.accounts.clients import ClientCredentials
 from service.web.app import AuthExtension
 from service.web.guards import current_claims, current_user, scope_required, token_required
 from service.web.state import get_state
-from tests.support import PASSWORD, make_settings
+from tests.support import PASSWORD, bearer, client_token, make_settings
 
 
 @pytest.fixture
@@ -135,25 +134,11 @@ async def test_scope_required_guards_a_machine_route_with_the_services_database(
         user_token = (await accounts.start_session(user, client=ClientInfo())).access_token
         client = app.test_client()
 
-        async def token_of(credentials: ClientCredentials) -> str:
-            issued = await client.post(
-                "/token",
-                form={
-                    "grant_type": "client_credentials",
-                    "client_id": credentials.client.client_id,
-                    "client_secret": credentials.client_secret,
-                },
-            )
-            assert issued.status_code == 200, await issued.get_data(as_text=True)
-            token: str = (await issued.get_json())["access_token"]
-            return token
-
-        def bearer(token: str) -> dict[str, str]:
-            return {"Authorization": f"Bearer {token}"}
-
-        reader_token = await token_of(reader)
+        reader_token = (await client_token(client, reader))["access_token"]
         allowed = await client.get("/reports", headers=bearer(reader_token))
-        no_scope = await client.get("/reports", headers=bearer(await token_of(writer)))
+        no_scope = await client.get(
+            "/reports", headers=bearer((await client_token(client, writer))["access_token"])
+        )
         a_user = await client.get("/reports", headers=bearer(user_token))
         anonymous = await client.get("/reports")
         await accounts.clients.delete("reader")

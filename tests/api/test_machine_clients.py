@@ -8,7 +8,6 @@ import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 import jwt
 import pytest
@@ -19,20 +18,19 @@ from service.accounts.clients import DUMMY_SECRET_HASH, ClientCredentials, hash_
 from service.core.errors import TokenRevoked
 from service.core.tokens import SigningKey, TokenSettings, encode_token
 from service.web.state import get_state
-from tests.support import Client, SettingsFactory, SignedUp, bearer, running_app
+from tests.support import (
+    Client,
+    SettingsFactory,
+    SignedUp,
+    basic,
+    basic_of,
+    bearer,
+    client_token,
+    running_app,
+)
 
 BASIC_CHALLENGE = 'Basic realm="auth-service"'
 CLIENT_TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "scope"}
-
-
-def basic(client_id: str, client_secret: str) -> dict[str, str]:
-    """RFC 6749 §2.3.1: each part form-urlencoded, then ``id:secret`` in base64."""
-    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
-
-
-def basic_of(credentials: ClientCredentials) -> dict[str, str]:
-    return basic(credentials.client.client_id, credentials.client_secret)
 
 
 async def create_client(app: Quart, name: str, *scopes: str) -> ClientCredentials:
@@ -48,19 +46,6 @@ async def machine(app: Quart) -> ClientCredentials:
 async def inspector(app: Quart) -> ClientCredentials:
     """A second client, the one that asks /introspect."""
     return await create_client(app, "gateway")
-
-
-async def client_token(
-    client: Client, credentials: ClientCredentials, **form: str
-) -> dict[str, Any]:
-    response = await client.post(
-        "/token",
-        form={"grant_type": "client_credentials", **form},
-        headers=basic_of(credentials),
-    )
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    body: dict[str, Any] = await response.get_json()
-    return body
 
 
 async def introspect(
