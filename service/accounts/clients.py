@@ -216,18 +216,14 @@ class MachineClients:
     async def delete(self, name: str) -> ClientRecord:
         """Delete the client: its tokens stop working at once, here and in every process.
 
-        Resource servers are told first: when Redis cannot be reached the client is still
-        there (RedisUnavailable, and the same command again works), never deleted here while
-        they go on accepting its tokens. Told but not deleted (the database failed) only
-        refuses tokens of a client being deleted."""
-        async with unit_of_work(self.accounts.database) as uow:
-            record = ClientRecord.of(await _client_by_name(uow.clients.by_name, name))
-        await self.accounts.publish_revocations(clients=[record.client_id])
+        Resource servers are told inside the deletion's transaction, before its commit (as
+        every revocation is, ``Accounts.publish_revocations``): when Redis cannot be reached
+        the client is still there (RedisUnavailable, and the same command again works), never
+        deleted here while they go on accepting its tokens."""
         async with unit_of_work(self.accounts.database, write=True) as uow:
-            # The client announced, not one made under its name since.
-            client = await uow.clients.by_client_id(record.client_id)
-            if client is None:
-                raise NotFound(f"No client {name!r}.")
+            client = await _client_by_name(uow.clients.by_name, name)
+            record = ClientRecord.of(client)
+            await self.accounts.publish_revocations(clients=[record.client_id])
             await uow.clients.delete(client)
             await uow.commit()
         await self.accounts.changed()
