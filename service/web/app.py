@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -63,8 +64,39 @@ SECURITY_HEADERS = (
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
+@cache
+def _blueprint_of(endpoint: str) -> str | None:
+    return endpoint.rpartition(".")[0] or None
+
+
+@cache
+def _blueprints_of(endpoint: str) -> list[str]:
+    """The endpoint's blueprint, then its parents (nested blueprints), as Quart lists them."""
+    names: list[str] = []
+    blueprint = _blueprint_of(endpoint)
+    while blueprint is not None:
+        names.append(blueprint)
+        blueprint = _blueprint_of(blueprint)
+    return names
+
+
 class StrictRequest(Request):
-    """Quart's request, but a body that is not UTF-8 or not JSON is a 422, never a 500."""
+    """Quart's request, but a body that is not UTF-8 or not JSON is a 422, never a 500.
+
+    ``blueprint`` and ``blueprints`` are Quart's, looked up once per endpoint: Quart reads
+    ``blueprints`` for every hook and handler lookup of a request, and each read recomputed it
+    from ``endpoint`` six times (a dozen attribute reads and a split per hook).
+    """
+
+    @property
+    def blueprint(self) -> str | None:
+        rule = self.url_rule
+        return None if rule is None else _blueprint_of(rule.endpoint)
+
+    @property
+    def blueprints(self) -> list[str]:
+        rule = self.url_rule
+        return [] if rule is None else _blueprints_of(rule.endpoint)
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:
