@@ -234,11 +234,16 @@ def _storm(view: View, missed: bool) -> str:
         else "- Login storm (the median verdict passes, but most rounds on their own exceed 3×)"
     )
     login_rate = med_of(logins, "ok_rps")
+    hash_cpu = view.hashing.hash_cpu
+    argon2 = (
+        f", about {login_rate * hash_cpu:.2f} cores of argon2 at the measured CPU per hash"
+        if hash_cpu == hash_cpu  # NaN when this run did not measure the hash (ONLY= without it)
+        else ""
+    )
     return (
         f"{head}: /protected went from {med_of(before, 'rps'):.0f} to {med_of(during, 'rps'):.0f} "
         f"req/s and its p50 from {ms(med_of(before, 'p50_us'))} to {ms(med_of(during, 'p50_us'))} "
-        f"ms while {login_rate:.1f} logins/s went through, about "
-        f"{login_rate * view.hashing.hash_cpu:.2f} cores of argon2 at the measured CPU per hash; "
+        f"ms while {login_rate:.1f} logins/s went through{argon2}; "
         f"the server used {med_of(during, 'server_cores'):.2f} cores and other processes "
         f"{med_of(during, 'other_cores'):.2f}. The hashing runs in thread pools inside the same 2 "
         "worker processes that serve /protected (AUTH_HASH_WORKERS defaults to the core count "
