@@ -281,13 +281,13 @@ def _null(s: Subject) -> contextlib.AbstractContextManager[Any]:
     return patched(s, "app", null_app)
 
 
-@variant("no_envelope", "RequestEnvelope left out (Quart's asgi_app called directly)")
+@variant(
+    "no_envelope",
+    "RequestEnvelope left out (Quart's asgi_app called directly); the request histogram, which "
+    "the envelope observes, goes with it",
+)
 def _no_envelope(s: Subject) -> contextlib.AbstractContextManager[Any]:
-    from service.core.metrics import REQUEST_STARTED
-
     envelope = _envelope(s)
-    # The metrics hook still observes (it needs the arrival time the envelope sets).
-    REQUEST_STARTED.set(time.perf_counter())
     return patched(s.app, "asgi_app", envelope.app)
 
 
@@ -296,25 +296,12 @@ def _no_security_headers(s: Subject) -> contextlib.AbstractContextManager[Any]:
     return patched(_envelope(s), "default_headers", [])
 
 
-@variant("no_metrics", "the request-metrics hook (routes/metrics.py observe) removed")
-@contextlib.contextmanager
-def _no_metrics(s: Subject) -> Iterator[None]:
-    from service.web.routes import metrics
-
-    hooks = s.app.after_request_funcs[None]
-    index = next(
-        i
-        for i, f in enumerate(hooks)
-        if getattr(f, "__wrapped__", f) is metrics.observe or f is metrics.observe
-    )
-    hook = hooks.pop(index)
-    try:
-        yield
-    finally:
-        hooks.insert(index, hook)
+@variant("no_metrics", "the request histogram not observed (the envelope's request_metrics off)")
+def _no_metrics(s: Subject) -> contextlib.AbstractContextManager[Any]:
+    return patched(_envelope(s), "request_metrics", False)
 
 
-@variant("metrics_no_observe", "the hook runs, child.observe (the histogram's mmap writes) skipped")
+@variant("metrics_no_observe", "observe_request runs, child.observe (the mmap writes) skipped")
 def _metrics_no_observe(s: Subject) -> contextlib.AbstractContextManager[Any]:
     from service.core import metrics
 
@@ -537,7 +524,7 @@ def _lean_envelope_call(envelope: Any) -> Callable[..., Any]:
     import os as _os
 
     from service.core.audit import bind_request
-    from service.core.metrics import REQUEST_STARTED
+    from service.core.metrics import UNMATCHED_ROUTE, observe_request
     from service.web import envelope as module
 
     perf_counter = time.perf_counter
@@ -553,7 +540,7 @@ def _lean_envelope_call(envelope: Any) -> Callable[..., Any]:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        REQUEST_STARTED.set(perf_counter())
+        started = perf_counter()
         raw_path = scope.get("raw_path")
         head_bytes = len(scope["query_string"]) + (
             len(raw_path) if raw_path is not None else len(scope["path"])
@@ -575,6 +562,9 @@ def _lean_envelope_call(envelope: Any) -> Callable[..., Any]:
         async def send_with_headers(message: Any) -> None:
             nonlocal bodiless
             if message["type"] == "http.response.start":
+                if envelope.request_metrics:
+                    route = scope.get(module.ROUTE_KEY, UNMATCHED_ROUTE)
+                    observe_request(route, scope["method"], message["status"], started)
                 headers = message.get("headers")
                 headers = list(headers) if headers is not None else []
                 if message["status"] in bodiless_statuses:

@@ -2,10 +2,11 @@
 
 Counted from the audit events (``core/audit.py`` calls ``count_event`` for every line it
 writes), so the use cases stay free of metrics calls; the password hasher times its jobs and
-keeps its queue depth here; the app's request hook (``web/routes/metrics.py``) observes each
-request. Label values are bounded: outcomes and events are the code's own literals, routes are
-URL rule templates (``/sessions/<uuid:session_id>``, ``<unmatched>`` when nothing matched),
-methods one of a fixed set; never a user name, an id or a raw path.
+keeps its queue depth here; the request envelope (``web/envelope.py``) observes each answer of
+the service's app as its head is sent. Label values are bounded: outcomes and events are the
+code's own literals, routes are URL rule templates (``/sessions/<uuid:session_id>``,
+``<unmatched>`` when nothing matched), methods one of a fixed set;
+never a user name, an id or a raw path.
 
 Across processes: ``python -m service.serve`` gives its workers a fresh private directory in
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when the library is
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextvars import ContextVar
 from typing import Any
 
 from prometheus_client import (
@@ -160,17 +160,12 @@ def _counters_of(event: str, outcome: str, reason: str | None) -> tuple[Any, ...
     return tuple(counters)
 
 
-# The moment the request envelope (web/envelope.py) took the request in.
-REQUEST_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
 # One histogram child per (route, method, status): labels() validates and locks on every call.
 _REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}
 
 
-def observe_request(route: str, method: str, status: int) -> None:
-    """Observe the request being answered: seconds since the envelope took it in."""
-    started = REQUEST_STARTED.get()
-    if started is None:
-        return  # an app without the envelope: nothing to measure from
+def observe_request(route: str, method: str, status: int, started: float) -> None:
+    """Observe a request whose answer is starting: seconds since ``started`` (perf_counter)."""
     if method not in METHODS:
         method = OTHER
     key = (route, method, status)

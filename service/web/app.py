@@ -6,10 +6,11 @@ import json
 import logging
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from quart import Quart, Response
+from quart.routing import QuartRule
 from quart.wrappers import Request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
@@ -31,7 +32,7 @@ from service.core.logs import configure_logging, escape_log_records
 from service.store import migrations
 from service.store.db import DATABASE_UNAVAILABLE
 from service.web.cors import install_cors
-from service.web.envelope import RequestEnvelope
+from service.web.envelope import ENVELOPE_KEY, ROUTE_KEY, RequestEnvelope
 from service.web.http import validation_errors
 from service.web.inflight import InFlight
 from service.web.openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
@@ -83,10 +84,26 @@ def _blueprints_of(endpoint: str) -> list[str]:
 class StrictRequest(Request):
     """Quart's request, but a body that is not UTF-8 or not JSON is a 422, never a 500.
 
+    The URL rule Quart matched is also kept in the ASGI scope (``ROUTE_KEY``), where the request
+    envelope finds it for the request metrics once the answer starts.
+
     ``blueprint`` and ``blueprints`` are Quart's, looked up once per endpoint: Quart reads
     ``blueprints`` for every hook and handler lookup of a request, and each read recomputed it
     from ``endpoint`` six times (a dozen attribute reads and a split per hook).
     """
+
+    _url_rule: QuartRule | None = None
+
+    @property
+    def url_rule(self) -> QuartRule | None:
+        return self._url_rule
+
+    @url_rule.setter
+    def url_rule(self, rule: QuartRule | None) -> None:
+        # Set by Quart as it matches the request; the envelope labels the request metrics by it.
+        self._url_rule = rule
+        if rule is not None:
+            cast(dict[str, Any], self.scope)[ROUTE_KEY] = rule.rule
 
     @property
     def blueprint(self) -> str | None:
@@ -238,6 +255,7 @@ class AuthExtension:
         inflight = InFlight()
         self.envelope = RequestEnvelope(app.asgi_app, inflight)
         app.asgi_app = self.envelope  # type: ignore[method-assign]
+        app.extensions[ENVELOPE_KEY] = self.envelope
 
         @app.before_serving
         async def _start() -> None:

@@ -1,7 +1,10 @@
 """What every HTTP request gets, done once at the ASGI level rather than in Quart hooks.
 
 - counted while in progress (``InFlight``), so shutdown waits for it before closing the pools;
-- the moment it arrived, for the request metrics (``core/metrics.py`` ``REQUEST_STARTED``);
+- with ``count_requests()`` (the service's own app), the request histogram
+  (``http_request_duration_seconds``): from arrival to the answer's head, labelled by the URL
+  rule the request matched (``ROUTE_KEY``, which ``StrictRequest`` writes into the scope as Quart
+  matches it; ``<unmatched>`` when none did, the 431 below included);
 - a request id: the client's ``X-Request-ID`` when it is a sane token, else a new one; bound
   for the audit log and echoed in the response;
 - default response headers (the API's security headers), added where the app set none;
@@ -38,10 +41,14 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEven
 
 from service.core.audit import bind_request
 from service.core.errors import error_for_status, render_problem
-from service.core.metrics import REQUEST_STARTED
+from service.core.metrics import UNMATCHED_ROUTE, observe_request
 from service.web.inflight import InFlight
 
 REQUEST_ID_HEADER = b"x-request-id"
+# The scope key under which the request's URL rule template is kept once Quart matched it.
+ROUTE_KEY = "auth_service.route"
+# Where an app installed with the extension keeps its envelope (``app.extensions``).
+ENVELOPE_KEY = "auth_service.envelope"
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 MAX_HEAD_BYTES = 16 * 1024
 BODILESS_STATUSES = frozenset({204, 304})
@@ -94,6 +101,7 @@ class RequestEnvelope:
         self.https_headers: Headers = []  # the defaults plus the https_only ones
         self.head_too_large = _head_too_large_response(max_head_bytes)
         self.early_answer_headers: EarlyAnswerHeaders | None = None
+        self.request_metrics = False
         if isinstance(app, CrossOriginASGIApp):
             # Its headers go on the 431 and its defaults on every answer; the wrapper itself is
             # left out of every request.
@@ -112,13 +120,18 @@ class RequestEnvelope:
             self.default_headers.extend(encoded)
         self.https_headers.extend(encoded)
 
+    def count_requests(self) -> None:
+        """Observe every answer in the request histogram (core/metrics.py)."""
+        self.request_metrics = True
+
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        REQUEST_STARTED.set(time.perf_counter())
+        started = time.perf_counter()
+        request_metrics = self.request_metrics
         # One pass over the headers: the request id (the first one sent) and the head's size.
         raw_path = scope.get("raw_path")
         head_bytes = len(scope["query_string"]) + (
@@ -144,8 +157,12 @@ class RequestEnvelope:
         async def send_with_headers(message: ASGISendEvent) -> None:
             nonlocal bodiless
             if message["type"] == "http.response.start":
+                status = message["status"]
+                if request_metrics:
+                    route = cast(str, scope.get(ROUTE_KEY, UNMATCHED_ROUTE))
+                    observe_request(route, scope["method"], status, started)
                 headers = list(message.get("headers", ()))
-                if message["status"] in BODILESS_STATUSES:
+                if status in BODILESS_STATUSES:
                     bodiless = True
                     headers = [
                         item for item in headers if item[0].lower() not in _REPRESENTATION_HEADERS

@@ -13,6 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
 
+from service.core.metrics import render
+from service.web.app import AuthExtension
+from service.web.routes import metrics as metrics_routes
 from service.web.state import get_state
 from tests.hashing import hold_hashing, start_signup, until_pending
 from tests.support import PASSWORD, Client, bearer, make_settings, running_app
@@ -171,6 +174,8 @@ async def test_logins_tokens_and_requests_are_counted_by_outcome_type_and_route_
     assert (await client.get("/no/such/thing")).status_code == 404
     propfind = await client.open("/protected", method="PROPFIND")  # type: ignore[call-arg]
     assert propfind.status_code == 405
+    oversized = await client.get("/protected", headers={"X-Padding": "a" * 17_000})
+    assert oversized.status_code == 431  # answered by the envelope, Quart never sees it
     after = await scrape(client)
 
     def delta(name: str, **labels: str) -> float:
@@ -190,6 +195,7 @@ async def test_logins_tokens_and_requests_are_counted_by_outcome_type_and_route_
     assert delta(count, route="/sessions/<uuid:session_id>", method="DELETE", status="404") == 1
     assert delta(count, route="<unmatched>", method="GET", status="404") == 1
     assert delta(count, route="<unmatched>", method="other", status="405") == 1
+    assert delta(count, route="<unmatched>", method="GET", status="431") == 1
     routes = {dict(labels).get("route") for name, labels in after if name == count}
     assert not any(route and ("/no/" in route or session in route) for route in routes)
 
@@ -252,3 +258,29 @@ async def test_the_openapi_document_shows_the_text_answer_and_the_optional_token
     assert set(operation["responses"]) == {"200", "401", "404"}
     assert operation["security"] == [{"metricsToken": []}, {}]
     assert document["components"]["securitySchemes"]["metricsToken"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize("registered", [True, False])
+async def test_a_host_app_gets_the_request_histogram_by_registering_the_blueprint(
+    tmp_path: Path, registered: bool
+) -> None:
+    host = Quart("shop", static_folder=None)
+    AuthExtension(host, settings=make_settings(tmp_path), mount_routes=True)
+    if registered:
+        host.register_blueprint(metrics_routes.blueprint)
+
+    @host.get("/shop/items/<int:item>")
+    async def item(item: int) -> dict[str, int]:
+        return {"item": item}
+
+    labels = {"route": "/shop/items/<int:item>", "method": "GET", "status": "200"}
+    async with host.test_app():
+        client = host.test_client()
+        before = value(samples(render().decode()), "http_request_duration_seconds_count", **labels)
+        assert (await client.get("/shop/items/7")).status_code == 200
+        assert (await client.get("/shop/items/8")).status_code == 200
+        metrics = await client.get("/metrics", scope_base=LOOPBACK)
+        after = value(samples(render().decode()), "http_request_duration_seconds_count", **labels)
+
+    assert metrics.status_code == (200 if registered else 404)
+    assert after - before == (2 if registered else 0)

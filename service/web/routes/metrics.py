@@ -1,4 +1,4 @@
-"""``GET /metrics`` (Prometheus text format) and the hook that times every request.
+"""``GET /metrics`` (Prometheus text format); registering it times every request of the app.
 
 Who may scrape: with ``AUTH_METRICS_TOKEN`` set, whoever sends it as ``Authorization: Bearer``
 (compared in constant time; else 401); without it, only a client on the loopback interface
@@ -8,7 +8,8 @@ path that does not exist.
 
 Registered by ``create_app``; an app that installs ``AuthExtension(mount_routes=True)`` keeps its
 own ``/metrics`` (and its own rule for who reads it) unless it registers this blueprint too,
-which also adds the request histogram to its requests. The auth counters are counted in any
+which also adds the request histogram to its requests (the extension's request envelope,
+``web/envelope.py``, observes them). The auth counters are counted in any
 case, in the process's default registry, which a host app's own exposition includes.
 """
 
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Any, cast
 
-from quart import Blueprint, Request, Response, request
+from quart import Blueprint, Response, request
+from quart.blueprints import BlueprintSetupState
 from quart_schema import security_scheme, tag_blueprint
 
 from service.core.errors import NotFound, TokenInvalid, TokenMissing
-from service.core.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, observe_request, render
+from service.core.metrics import CONTENT_TYPE, render
+from service.web.envelope import ENVELOPE_KEY, RequestEnvelope
 from service.web.http import documents_errors, documents_text
 from service.web.state import get_state
 
@@ -61,16 +63,12 @@ async def metrics() -> Response:
     return Response(render(), content_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
-@blueprint.after_app_request
-async def observe(response: Response) -> Response:
-    """Every answer of the app, by its route template (async: a sync hook runs in a thread)."""
-    # The request itself: one context lookup, where each attribute read through the proxy is one.
-    current: Request = cast(Any, request)._get_current_object()
-    rule = current.url_rule
-    observe_request(
-        rule.rule if rule is not None else UNMATCHED_ROUTE, current.method, response.status_code
-    )
-    return response
+@blueprint.record_once
+def _count_requests(setup: BlueprintSetupState) -> None:
+    """The app's request envelope (installed with the extension) observes every answer."""
+    envelope = setup.app.extensions.get(ENVELOPE_KEY)
+    if isinstance(envelope, RequestEnvelope):
+        envelope.count_requests()
 
 
 def _bearer(header: str) -> str | None:
