@@ -103,6 +103,8 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+# Of those: every pooled connection was busy for the whole pool timeout (the database is up).
+POOL_EXHAUSTED: tuple[type[Exception], ...] = (PoolTimeout,)
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_UNAVAILABLE, DBAPIError, OSError)
 
 

@@ -30,7 +30,7 @@ from service.core.errors import (
 )
 from service.core.logs import configure_logging, escape_log_records
 from service.store import migrations
-from service.store.db import DATABASE_UNAVAILABLE
+from service.store.db import DATABASE_UNAVAILABLE, POOL_EXHAUSTED
 from service.web.cors import install_cors
 from service.web.envelope import ENVELOPE_KEY, ROUTE_KEY, RequestEnvelope
 from service.web.http import validation_errors
@@ -167,17 +167,21 @@ async def _schema_error(error: RequestSchemaValidationError) -> Response:
 
 async def _database_unavailable(error: Exception) -> Response:
     # The pools are emptied so the next request opens fresh connections: when the database
-    # comes back (or its file is writable again) the service recovers by itself.
+    # comes back (or its file is writable again) the service recovers by itself. Not when the
+    # pool had no connection free in time (every one busy): the database is there, and new
+    # connections would only add to the load that made the request wait.
+    kind = type(error)
     logger.warning(
-        "database unavailable on %s %s (request %s): %s",
+        "database unavailable on %s %s (request %s): %s.%s",
         incoming().method,
         incoming().path,
         current_request_id(),
-        error.__class__.__name__,
+        kind.__module__,
+        kind.__qualname__,
     )
     accounts = get_state().local_accounts
-    if accounts is not None:  # a resource server has no pools of ours to empty
-        await accounts.database.reset()
+    if accounts is not None and not isinstance(error, POOL_EXHAUSTED):
+        await accounts.database.reset()  # a resource server has no pools of ours to empty
     return problem_response(
         ServiceUnavailable(
             "The database is unavailable; try again shortly.", headers={"Retry-After": "1"}

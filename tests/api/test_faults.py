@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from service.web.state import get_state
 from tests.support import PASSWORD, bearer, make_settings, running_app, signup_and_login
@@ -47,6 +50,49 @@ async def test_an_unreachable_database_is_503_and_the_service_recovers(tmp_path:
     assert ready_again.status_code == 200
     assert me_again.status_code == 200
     assert bob_again.status_code == 201  # the signup during the outage left nothing behind
+
+
+async def test_a_pool_with_no_free_connection_is_503_and_the_pool_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One reader connection, and a short wait for it: a login that finds it taken is refused
+    # with a 503 (not a 500), and the pool is not thrown away, since the database is fine.
+    settings = make_settings(tmp_path, db_pool_size=1, db_pool_timeout=0.2)
+    async with running_app(settings) as app:
+        client = app.test_client()
+        await signup_and_login(client)
+        database = get_state(app).accounts.database
+        resets: list[Any] = []
+        real_reset = database.reset
+
+        async def counted_reset() -> None:
+            resets.append(True)
+            await real_reset()
+
+        monkeypatch.setattr(database, "reset", counted_reset)
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold_the_only_reader() -> None:
+            async with database.session(write=False) as session:
+                await session.execute(text("SELECT 1"))  # the connection is taken from here
+                held.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold_the_only_reader())
+        await held.wait()
+        busy = await client.post("/login", json={"username": "alice", "password": PASSWORD})
+        resets_by_then = len(resets)  # (shutdown disposes the pools: counted only until here)
+        release.set()
+        await holder
+        free = await client.post("/login", json={"username": "alice", "password": PASSWORD})
+
+    assert busy.status_code == 503, await busy.get_data(as_text=True)
+    assert busy.content_type == "application/problem+json"
+    assert (await busy.get_json())["code"] == "SERVICE_UNAVAILABLE"
+    assert busy.headers["Retry-After"] == "1"
+    assert resets_by_then == 0
+    assert free.status_code == 200
 
 
 def chattr(flag: str, *paths: Path) -> bool:
