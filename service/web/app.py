@@ -6,11 +6,10 @@ import json
 import logging
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
 from quart import Quart, Response
-from quart.routing import QuartRule
 from quart.wrappers import Request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError, RequestHeadersValidationError
@@ -32,7 +31,7 @@ from service.core.logs import configure_logging, escape_log_records
 from service.store import migrations
 from service.store.db import DATABASE_UNAVAILABLE, POOL_EXHAUSTED
 from service.web.cors import install_cors
-from service.web.envelope import ENVELOPE_KEY, ROUTE_KEY, RequestEnvelope
+from service.web.envelope import ENVELOPE_KEY, RequestEnvelope, RouteInScope
 from service.web.http import validation_errors
 from service.web.inflight import InFlight
 from service.web.openapi import SECURITY_SCHEMES, AuthOpenAPIProvider
@@ -81,29 +80,16 @@ def _blueprints_of(endpoint: str) -> list[str]:
     return names
 
 
-class StrictRequest(Request):
+class StrictRequest(RouteInScope, Request):
     """Quart's request, but a body that is not UTF-8 or not JSON is a 422, never a 500.
 
-    The URL rule Quart matched is also kept in the ASGI scope (``ROUTE_KEY``), where the request
-    envelope finds it for the request metrics once the answer starts.
+    The URL rule Quart matched is also kept in the ASGI scope (``RouteInScope``), where the
+    request envelope finds it for the request metrics once the answer starts.
 
     ``blueprint`` and ``blueprints`` are Quart's, looked up once per endpoint: Quart reads
     ``blueprints`` for every hook and handler lookup of a request, and each read recomputed it
     from ``endpoint`` six times (a dozen attribute reads and a split per hook).
     """
-
-    _url_rule: QuartRule | None = None
-
-    @property
-    def url_rule(self) -> QuartRule | None:
-        return self._url_rule
-
-    @url_rule.setter
-    def url_rule(self, rule: QuartRule | None) -> None:
-        # Set by Quart as it matches the request; the envelope labels the request metrics by it.
-        self._url_rule = rule
-        if rule is not None:
-            cast(dict[str, Any], self.scope)[ROUTE_KEY] = rule.rule
 
     @property
     def blueprint(self) -> str | None:

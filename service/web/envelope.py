@@ -3,7 +3,7 @@
 - counted while in progress (``InFlight``), so shutdown waits for it before closing the pools;
 - with ``count_requests()`` (the service's own app), the request histogram
   (``http_request_duration_seconds``): from arrival to the answer's head, labelled by the URL
-  rule the request matched (``ROUTE_KEY``, which ``StrictRequest`` writes into the scope as Quart
+  rule the request matched (``ROUTE_KEY``, which ``RouteInScope`` writes into the scope as Quart
   matches it; ``<unmatched>`` when none did, the 431 below included);
 - a request id: the client's ``X-Request-ID`` when it is a sane token, else a new one; bound
   for the audit log and echoed in the response;
@@ -35,9 +35,10 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from quart.routing import QuartRule
 
 from service.core.audit import bind_request
 from service.core.errors import error_for_status, render_problem
@@ -60,6 +61,29 @@ Headers = list[tuple[bytes, bytes]]
 
 # The CORS headers of an answer the envelope gives itself, for the request's Origin (if any).
 EarlyAnswerHeaders = Callable[[bytes | None], Headers]
+
+
+class RouteInScope:
+    """A request class mixin: the URL rule Quart matches is also written into the ASGI scope
+    (``ROUTE_KEY``), where the envelope reads it for the request histogram."""
+
+    scope: Any  # the request's ASGI scope (Quart's requests keep it)
+    _url_rule: QuartRule | None = None
+
+    @property
+    def url_rule(self) -> QuartRule | None:
+        return self._url_rule
+
+    @url_rule.setter
+    def url_rule(self, rule: QuartRule | None) -> None:
+        # Set by Quart as it matches the request.
+        self._url_rule = rule
+        if rule is not None:
+            keep_route(self.scope, rule)
+
+
+def keep_route(scope: Scope, rule: QuartRule) -> None:
+    cast(dict[str, object], scope)[ROUTE_KEY] = rule.rule
 
 
 class CrossOriginASGIApp:

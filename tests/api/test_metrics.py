@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
+from quart.wrappers import Request
 
 from service.core.metrics import render
 from service.web.app import AuthExtension
@@ -260,11 +261,20 @@ async def test_the_openapi_document_shows_the_text_answer_and_the_optional_token
     assert document["components"]["securitySchemes"]["metricsToken"]["scheme"] == "bearer"
 
 
-@pytest.mark.parametrize("registered", [True, False])
+class ShopRequest(Request):
+    """A host app's request class of its own (the extension then leaves it in place)."""
+
+
+@pytest.mark.parametrize(
+    ("registered", "request_class"),
+    [(True, Request), (False, Request), (True, ShopRequest)],
+    ids=["registered", "not-registered", "registered-own-request-class"],
+)
 async def test_a_host_app_gets_the_request_histogram_by_registering_the_blueprint(
-    tmp_path: Path, registered: bool
+    tmp_path: Path, registered: bool, request_class: type[Request]
 ) -> None:
     host = Quart("shop", static_folder=None)
+    host.request_class = request_class
     AuthExtension(host, settings=make_settings(tmp_path), mount_routes=True)
     if registered:
         host.register_blueprint(metrics_routes.blueprint)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from typing import Any, cast
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Quart, Request, Response, request
 from quart.blueprints import BlueprintSetupState
 from quart_schema import security_scheme, tag_blueprint
 
 from service.core.errors import NotFound, TokenInvalid, TokenMissing
 from service.core.metrics import CONTENT_TYPE, render
-from service.web.envelope import ENVELOPE_KEY, RequestEnvelope
+from service.web.envelope import ENVELOPE_KEY, RequestEnvelope, RouteInScope, keep_route
 from service.web.http import documents_errors, documents_text
 from service.web.state import get_state
 
@@ -65,10 +66,20 @@ async def metrics() -> Response:
 
 @blueprint.record_once
 def _count_requests(setup: BlueprintSetupState) -> None:
-    """The app's request envelope (installed with the extension) observes every answer."""
-    envelope = setup.app.extensions.get(ENVELOPE_KEY)
+    """The app's request envelope (installed with the extension) observes every answer. An app
+    with a request class of its own gets a hook that tells the envelope the route instead."""
+    app = cast(Quart, setup.app)
+    envelope = app.extensions.get(ENVELOPE_KEY)
     if isinstance(envelope, RequestEnvelope):
         envelope.count_requests()
+        if not issubclass(app.request_class, RouteInScope):
+            app.before_request(_keep_route)
+
+
+async def _keep_route() -> None:
+    current: Request = cast(Any, request)._get_current_object()
+    if current.url_rule is not None:
+        keep_route(current.scope, current.url_rule)
 
 
 def _bearer(header: str) -> str | None:
